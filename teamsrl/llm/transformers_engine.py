@@ -1,0 +1,208 @@
+"""`TransformersEngine`: batched generation and scoring with Hugging Face transformers (CPU/GPU).
+
+Batch invariance: every row samples with its own noise, so a request gives the same text alone
+and inside any batch (and a cache miss equals a cache hit). Sampling is Gumbel-max: the row's
+logits (temperature- and top-p-processed) plus Gumbel noise drawn from a generator keyed by
+(request seed, index of the generated token), then greedy argmax. Keying by the padded length
+instead would make the text depend on the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from teamsrl.llm.embedded import resolve_model_path
+from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
+
+log = logging.getLogger(__name__)
+
+
+class TransformersEngine:
+    """An `LLMEngine` over a local HF model folder or GGUF file."""
+
+    def __init__(
+        self,
+        model_id: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch_size: int = 16,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size: expected >= 1, got {max_batch_size}")
+        self.model_id = model_id
+        self.max_batch_size = max_batch_size
+        path = resolve_model_path(model_id)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        kwargs: dict = {"dtype": getattr(torch, dtype)}
+        if Path(path).suffix == ".gguf":
+            path, kwargs["gguf_file"] = Path(path).parent, Path(path).name
+        tok_kwargs = {"gguf_file": kwargs["gguf_file"]} if "gguf_file" in kwargs else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **tok_kwargs)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(self.device).eval()
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    # ------------------------------------------------------------------ tokens
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of `text` (no special tokens added)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _chat_ids(self, messages, budget: int) -> tuple[list[int], bool]:
+        """Token ids of chat messages with the assistant prefix; left-truncated to `budget`."""
+        text = self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > budget:
+            return ids[-budget:], True
+        return ids, False
+
+    # ---------------------------------------------------------------- generate
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        """Complete each request; rows are batched `max_batch_size` at a time."""
+        out: list[ChatResponse] = []
+        for i in range(0, len(requests), self.max_batch_size):
+            out.extend(self._generate_batch(requests[i : i + self.max_batch_size]))
+        return out
+
+    def _generate_batch(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        max_new = max(r.max_tokens for r in requests)
+        encoded = [self._chat_ids(r.messages, self.context_length - r.max_tokens) for r in requests]
+        batch = self.tokenizer.pad(
+            {"input_ids": [ids for ids, _ in encoded]}, padding=True, return_tensors="pt"
+        ).to(self.device)
+        prompt_len = batch["input_ids"].shape[1]
+        eos = self.tokenizer.eos_token_id
+        config = GenerationConfig(
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        with torch.inference_mode():
+            seqs = self.model.generate(
+                **batch,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([_RowGumbel(requests, prompt_len)]),
+                stopping_criteria=StoppingCriteriaList([_RowBudget(requests, prompt_len)]),
+            )
+        responses = []
+        for row, req in enumerate(requests):
+            new = seqs[row, prompt_len:].tolist()[: req.max_tokens]
+            n_generated, finish = len(new), "length"
+            if eos in new:
+                new, finish = new[: new.index(eos)], "stop"
+                n_generated = len(new) + 1  # the end-of-sequence token was generated too
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            for s in req.stop:
+                if s in text:
+                    text, finish = text[: text.index(s)], "stop"
+            responses.append(
+                ChatResponse(
+                    text=text.strip(),
+                    prompt_tokens=len(encoded[row][0]),
+                    completion_tokens=n_generated,
+                    finish_reason=finish,
+                    truncated_prompt=encoded[row][1],
+                )
+            )
+        return responses
+
+    # ------------------------------------------------------------------- score
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """Summed log-probability of each candidate after its request's context."""
+        import torch
+
+        rows: list[tuple[int, list[int], int]] = []  # (request index, ids, candidate length)
+        prompt_lens = []
+        for i, req in enumerate(requests):
+            cand_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"]
+                        for c in req.candidates]
+            budget = self.context_length - max(len(c) for c in cand_ids)
+            if req.messages:
+                ctx, _ = self._chat_ids(req.messages, budget)
+            else:
+                ctx = self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"][-budget:]
+                if self.tokenizer.bos_token_id is not None:
+                    ctx = [self.tokenizer.bos_token_id, *ctx][-budget:]
+            prompt_lens.append(len(ctx))
+            rows.extend((i, ctx + c, len(c)) for c in cand_ids)
+        sums = [0.0] * len(rows)
+        for start in range(0, len(rows), self.max_batch_size):
+            chunk = rows[start : start + self.max_batch_size]
+            batch = self.tokenizer.pad(
+                {"input_ids": [ids for _, ids, _ in chunk]}, padding=True, return_tensors="pt"
+            ).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**batch).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            target = batch["input_ids"][:, 1:]
+            tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            for j, (_, _, n) in enumerate(chunk):
+                sums[start + j] = float(tok_lp[j, -n:].sum())
+        out, k = [], 0
+        for i, req in enumerate(requests):
+            m = len(req.candidates)
+            out.append(
+                ScoreResponse(
+                    logprobs=tuple(sums[k : k + m]),
+                    num_tokens=tuple(n for _, _, n in rows[k : k + m]),
+                    prompt_tokens=prompt_lens[i],
+                )
+            )
+            k += m
+        return out
+
+
+class _RowGumbel:
+    """Per-row temperature, top-p and Gumbel noise keyed by (seed, generated-token index)."""
+
+    def __init__(self, requests: list[ChatRequest], prompt_len: int) -> None:
+        self.requests = requests
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        step = input_ids.shape[1] - self.prompt_len
+        scores = scores.float()
+        for row, req in enumerate(self.requests):
+            if req.temperature == 0.0:
+                continue  # greedy
+            s = scores[row] / req.temperature
+            if req.top_p < 1.0:
+                sorted_s, order = torch.sort(s, descending=True)
+                cum = torch.softmax(sorted_s, dim=-1).cumsum(-1)
+                drop = cum - torch.softmax(sorted_s, dim=-1) >= req.top_p  # keep >= 1 token
+                s = s.scatter(0, order[drop], float("-inf"))
+            gen = torch.Generator().manual_seed(hash((req.seed, step)) & 0x7FFF_FFFF_FFFF_FFFF)
+            u = torch.rand(s.shape[0], generator=gen).clamp_(1e-10, 1.0 - 1e-7)
+            scores[row] = s + (-torch.log(-torch.log(u))).to(s.device)
+        return scores
+
+
+class _RowBudget:
+    """Marks a row finished once it has generated its own `max_tokens`."""
+
+    def __init__(self, requests: list[ChatRequest], prompt_len: int) -> None:
+        self.budgets = [r.max_tokens for r in requests]
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = input_ids.shape[1] - self.prompt_len
+        return torch.tensor([done >= b for b in self.budgets], device=input_ids.device)
