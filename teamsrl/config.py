@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from envs.config import EnvConfig
 from teamsrl.actions import ActionSetConfig
 from teamsrl.llm.config import LLMConfig
 
@@ -41,6 +42,8 @@ class ExperimentConfig(BaseModel):
     run_dir: str = Field("runs/quickstart", description="where every artefact of the run goes")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="models, cache, ledger")
     actions: ActionSetConfig = Field(default_factory=ActionSetConfig, description="action set")
+    env: EnvConfig = Field(default_factory=EnvConfig, description="the instruction MDP: "
+                           "horizon, seed pool, embedder, reward weights")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="W&B")
 
 
@@ -124,7 +127,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             shown = repr(value) if not isinstance(value, dict) else "{...}"
             if len(shown) > 80:
                 shown = shown[:77] + "..."
-            lines.append(f"key {key!r} = {shown}: {err['msg']}")
+            msg = err["msg"].replace("Input should be", "expected").replace("Value error, ", "")
+            lines.append(f"key {key!r} = {shown}: {msg}")
     return f"config {source}: " + "; ".join(lines)
 
 

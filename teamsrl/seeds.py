@@ -49,7 +49,8 @@ class SeedSet:
             reasons: dict[str, int] = {}
             for _, r in self.skipped:
                 reasons[r.split(":")[0]] = reasons.get(r.split(":")[0], 0) + 1
-            line += f", {len(self.skipped)} skipped ({', '.join(f'{k}: {v}' for k, v in reasons.items())})"
+            detail = ", ".join(f"{k}: {v}" for k, v in reasons.items())
+            line += f", {len(self.skipped)} skipped ({detail})"
         return line
 
 
@@ -143,6 +144,8 @@ def _records_from_dataset(path: Path):
     try:
         ds = load_from_disk(str(path))
     except Exception as e:  # datasets raises several types for a folder it cannot read
-        raise SeedError(f"seed folder {str(path)!r}: not a saved `datasets` dataset ({e})") from None
+        raise SeedError(
+            f"seed folder {str(path)!r}: not a saved `datasets` dataset ({e})"
+        ) from None
     for n, rec in enumerate(ds, start=1):
         yield f"row-{n}", dict(rec)

