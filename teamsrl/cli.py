@@ -44,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "concretizing, increase_reasoning_steps, complicate_input")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: config seed)")
     p.set_defaults(handler=_evolve)
+
+    p = sub.add_parser("finetune", help="DeepSpeed ZeRO fine-tuning on a generated dataset",
+                       description="Supervised fine-tuning of finetune.base_model on an "
+                                   "Alpaca-format dataset with DeepSpeed ZeRO (CPU: 2 gloo "
+                                   "processes; GPU: one per GPU; or Ray Train). Writes a "
+                                   "held-out split, checkpoints and a Hugging Face model folder.")
+    _common(p)
+    p.add_argument("--data", required=True, metavar="RUN_DIR_OR_DATASET",
+                   help="a generation run folder (data.jsonl or dataset/), a .jsonl file or a "
+                        "saved datasets folder")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: split/, checkpoints/, model/, metrics.jsonl")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out")
+    p.set_defaults(handler=_finetune)
     return parser
 
 
@@ -58,6 +73,21 @@ def _evolve(args: argparse.Namespace) -> int:
         print("(the instruction was truncated to the prompt's token budget)", file=sys.stderr)
     print(f"ledger (this call): {format_totals(result.this_call)}")
     print(f"ledger (run total): {format_totals(result.run_total)}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from teamsrl.finetune.launch import run_finetune
+
+    config = load_config(args.config, args.overrides)
+    summary = run_finetune(config, args.data, args.out, resume=args.resume)
+    if not summary["finished"]:
+        print(f"paused at step {summary['steps']} of {summary['total_steps']} (stop_at_step); "
+              f"continue with --resume")
+        return 0
+    print(f"model: {summary['model_dir']} ({summary['steps']} steps, ZeRO-"
+          f"{summary['zero_stage']}, world size {summary['world_size']}); held-out rows: "
+          f"{summary['split']['heldout_rows']} in {summary['split']['heldout_file']}")
     return 0
 
 

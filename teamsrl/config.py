@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from envs.config import EnvConfig
 from teamsrl.actions import ActionSetConfig
+from teamsrl.finetune.config import FinetuneConfig
 from teamsrl.llm.config import LLMConfig
 
 
@@ -44,6 +45,8 @@ class ExperimentConfig(BaseModel):
     actions: ActionSetConfig = Field(default_factory=ActionSetConfig, description="action set")
     env: EnvConfig = Field(default_factory=EnvConfig, description="the instruction MDP: "
                            "horizon, seed pool, embedder, reward weights")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
+                                     description="DeepSpeed ZeRO fine-tuning (stage 3)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="W&B")
 
 

@@ -1,0 +1,221 @@
+"""The training function every process runs: the local launch starts it with
+`python -m teamsrl.finetune.worker SPEC.json`, Ray Train calls `train_worker(spec)` in each worker.
+
+It joins the process group, tokenises the training split, builds the DeepSpeed engine, resumes
+from the newest checkpoint when asked, trains with checkpoints every `save_steps`, logs loss, lr,
+grad norm and tokens/s (rank 0: `metrics.jsonl` and W&B), and writes the final HF model folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+def _setup_env(spec: dict[str, Any]) -> bool:
+    """Environment that must exist before deepspeed is imported; returns whether GPUs are used."""
+    on_gpu = spec["on_gpu"]
+    if not on_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    return on_gpu
+
+
+def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """Train on this process's shard; returns the run summary on rank 0 (None elsewhere)."""
+    on_gpu = _setup_env(spec)
+    import warnings
+
+    # DeepSpeed calls torch's deprecated all_gather_into_tensor every step: one line, not 100
+    warnings.filterwarnings("once", category=FutureWarning, module="torch.distributed")
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoTokenizer
+
+    from teamsrl.finetune import engine as eng
+    from teamsrl.finetune.data import (
+        ALPACA_CHAT_TEMPLATE,
+        collate,
+        micro_batch_indices,
+        read_rows,
+        tokenize_rows,
+    )
+
+    cfg, out = spec["config"], Path(spec["out"])
+    if spec.get("torch_threads"):
+        torch.set_num_threads(spec["torch_threads"])
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if on_gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    torch.manual_seed(spec["seed"])
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_path"])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+        else tokenizer.eos_token_id
+    examples, _ = tokenize_rows(read_rows(spec["train_file"]), tokenizer, cfg["max_length"])
+
+    ds_config = eng.build_deepspeed_config(cfg, world, on_gpu)
+    B, ga = cfg["per_device_batch_size"], cfg["gradient_accumulation_steps"]
+    micro_per_epoch = len(micro_batch_indices(len(examples), B, world, 0, 0, 0))
+    total_steps = max(1, int(cfg["epochs"] * micro_per_epoch) // ga)
+    if cfg.get("max_steps"):
+        total_steps = min(total_steps, cfg["max_steps"])
+
+    model = eng.load_model(spec["model_path"], cfg, ds_config)
+    engine = eng.build_engine(model, cfg, ds_config, total_steps, on_gpu)
+
+    ckpt_dir = out / "checkpoints"
+    step, events = 0, []
+    if spec.get("resume") and (ckpt_dir / "latest").is_file():
+        path, client = engine.load_checkpoint(str(ckpt_dir))
+        if path is None:
+            raise RuntimeError(f"--resume: could not load the checkpoint named in "
+                               f"{ckpt_dir / 'latest'}")
+        step = int(client["step"])
+        events.append({"event": "resumed", "from_step": step, "checkpoint": str(path),
+                       "optimizer_fingerprint": eng.optimizer_fingerprint(engine),
+                       "saved_fingerprint": client.get("optimizer_fingerprint")})
+
+    logger = _Logger(out, spec, rank) if rank == 0 else None
+    for e in events:
+        logger and logger.event(e)
+
+    def batches_from(micro: int):
+        epoch, offset = divmod(micro, micro_per_epoch)
+        while True:
+            plan = micro_batch_indices(len(examples), B, world, rank, spec["seed"], epoch)
+            for idx in plan[offset:]:
+                yield epoch, collate([examples[i] for i in idx], pad_id)
+            epoch, offset = epoch + 1, 0
+
+    stream = batches_from(step * ga)
+    end = min(total_steps, cfg.get("stop_at_step") or total_steps)
+    # summed on the device between log steps: no host sync per micro-step on GPUs
+    loss_sum = torch.zeros((), dtype=torch.float32, device=engine.device)
+    n_micro, n_tokens = 0, 0
+    t_last = time.perf_counter()
+    while step < end:
+        lr = float(engine.get_lr()[0])  # the rate this update uses (the scheduler steps after)
+        for _ in range(ga):
+            epoch, batch = next(stream)
+            n_tokens += int(batch["attention_mask"].sum())
+            loss_sum += eng.micro_step(engine, batch).float()
+            n_micro += 1
+        step += 1
+        if step % cfg["logging_steps"] == 0 or step == end:
+            acc = torch.tensor([float(loss_sum), n_micro, n_tokens], dtype=torch.float64,
+                               device=engine.device)
+            dist.all_reduce(acc)
+            now = time.perf_counter()
+            row = {"step": step, "epoch": epoch, "loss": float(acc[0] / acc[1]),
+                   "lr": lr,
+                   "grad_norm": _float(engine.get_global_grad_norm()),
+                   "tokens_per_s": float(acc[2]) / (now - t_last)}
+            logger and logger.log(row)
+            loss_sum.zero_()
+            n_micro, n_tokens = 0, 0
+            t_last = time.perf_counter()
+        if step % cfg["save_steps"] == 0 or step == end:
+            _save_checkpoint(engine, ckpt_dir, step, cfg["keep_checkpoints"], rank)
+            t_last = time.perf_counter()
+
+    finished = step >= total_steps  # False when stop_at_step paused the run
+    if finished:
+        template = ALPACA_CHAT_TEMPLATE if cfg["chat_template"] == "alpaca" else None
+        eng.save_hf_model(engine, tokenizer, out / "model", template)
+    summary = None
+    if rank == 0:
+        summary = {
+            "engine": f"{type(engine).__module__}.{type(engine).__name__}",
+            "deepspeed_version": deepspeed.__version__,
+            "zero_stage": int(engine.zero_optimization_stage()),
+            "world_size": world,
+            "optimizer": type(engine.optimizer).__name__,
+            "basic_optimizer": type(getattr(engine.optimizer, "optimizer", engine.optimizer))
+            .__name__,
+            "accelerator": deepspeed.accelerator.get_accelerator().device_name(),
+            "steps": step, "total_steps": total_steps, "train_examples": len(examples),
+            "micro_batches_per_epoch": micro_per_epoch, "finished": finished,
+            "model_dir": str(out / "model") if finished else None,
+            "deepspeed_config": ds_config,
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        logger.close()
+    dist.barrier()
+    return summary
+
+
+def _float(x) -> float | None:
+    return None if x is None else float(x)
+
+
+def _save_checkpoint(engine, ckpt_dir: Path, step: int, keep: int, rank: int) -> None:
+    from teamsrl.finetune.engine import optimizer_fingerprint
+
+    fingerprint = optimizer_fingerprint(engine)
+    engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}",
+                           client_state={"step": step, "optimizer_fingerprint": fingerprint})
+    import torch.distributed as dist
+
+    dist.barrier()
+    if rank == 0:
+        tags = sorted((p for p in ckpt_dir.glob("step*") if p.is_dir()),
+                      key=lambda p: int(p.name[4:]))
+        for old in tags[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class _Logger:
+    """Rank 0's metrics: one JSON line per log step, mirrored to W&B unless disabled."""
+
+    def __init__(self, out: Path, spec: dict[str, Any], rank: int):
+        self.path = out / "metrics.jsonl"
+        self.run = None
+        tracking = spec.get("tracking") or {}
+        if tracking.get("mode", "disabled") != "disabled":
+            import wandb
+
+            id_file = out / "wandb_id"
+            run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+            id_file.write_text(run_id)
+            self.run = wandb.init(project=tracking.get("project", "teamsrl"),
+                                  group=tracking.get("group"), mode=tracking["mode"],
+                                  name=f"{spec.get('name', 'finetune')}-finetune", id=run_id,
+                                  resume="allow", dir=str(out), config=spec["config"])
+
+    def log(self, row: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in row.items()), flush=True)
+        if self.run is not None:
+            self.run.log({f"finetune/{k}": v for k, v in row.items() if k != "step"},
+                         step=row["step"])
+
+    def event(self, row: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m teamsrl.finetune.worker SPEC.json` (started by the launcher, once per rank)."""
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    train_worker(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
