@@ -35,3 +35,34 @@ def embedded_client(smollm2_engine, tmp_path):
     )
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def ray_serve(tmp_path_factory):
+    """One local Ray (2 CPUs) with the LLM app deployed, shared by every test that needs it.
+
+    Yields (handle, ExperimentConfig, ServeConfig). HTTP binds 127.0.0.1 on a free port.
+    """
+    import socket
+
+    import ray
+    from ray import serve
+
+    from teamsrl.config import load_config
+    from teamsrl.serving.config import ServeConfig
+    from teamsrl.serving.deployment import deploy
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path_factory.mktemp("serve-run")
+    config = load_config(None, [f"run_dir={run_dir}", "llm.expert.max_tokens=24"])
+    serve_config = ServeConfig(http_port=port, max_batch_size=8, max_ongoing_requests=32)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}})
+    try:
+        handle = deploy(config.llm, serve_config, run_dir, stage="test")
+        yield handle, config, serve_config
+    finally:
+        serve.shutdown()
+        ray.shutdown()

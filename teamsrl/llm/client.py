@@ -56,28 +56,27 @@ class LLMClient:
     def request(self, role: str, messages: list[dict[str, str]], seed: int, **overrides
                 ) -> ChatRequest:
         """A `ChatRequest` with the role's default sampling parameters."""
-        s = self.spec(role)
-        params = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
-        return ChatRequest(messages=tuple(messages), model=self.engine(role).model_id,
-                           seed=seed, **(params | overrides))
+        return make_request(self.spec(role), messages, seed, **overrides)
 
-    def chat(self, role: str, requests: list[ChatRequest]) -> list[ChatResponse]:
+    def chat(self, role: str, requests: list[ChatRequest], stage: str | None = None
+             ) -> list[ChatResponse]:
         """Complete a batch for `role`: cache first, then one engine batch for the misses."""
         engine = self.engine(role)
         return self._call(role, "chat", engine.model_id, requests, engine.generate, ChatResponse,
-                          lambda r: (r.prompt_tokens, r.completion_tokens))
+                          lambda r: (r.prompt_tokens, r.completion_tokens), stage)
 
-    def score(self, role: str, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+    def score(self, role: str, requests: list[ScoreRequest], stage: str | None = None
+              ) -> list[ScoreResponse]:
         """Candidate log-probabilities for `role`, cached like chat calls."""
         engine = self.engine(role)
         return self._call(role, "score", engine.model_id, requests, engine.score, ScoreResponse,
-                          lambda r: (r.prompt_tokens, 0))
+                          lambda r: (r.prompt_tokens, 0), stage)
 
     def count_tokens(self, role: str, text: str) -> int:
         """Tokens of `text` for the role's tokenizer."""
         return self.engine(role).count_tokens(text)
 
-    def _call(self, role, kind, model_id, requests, run, response_type, tokens):
+    def _call(self, role, kind, model_id, requests, run, response_type, tokens, stage):
         if not requests:
             return []
         keys = [r.cache_key(model_id) for r in requests]
@@ -104,7 +103,7 @@ class LLMClient:
         completion_tokens = sum(tokens(r)[1] for r in fresh.values())
         self.ledger.record(role, kind, queries=len(fresh), cache_hits=len(requests) - len(fresh),
                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                           seconds=seconds)
+                           seconds=seconds, stage=stage)
         return out
 
     def close(self) -> None:
@@ -112,6 +111,14 @@ class LLMClient:
         if self.cache is not None:
             self.cache.close()
         self.ledger.close()
+
+
+def make_request(spec: ModelSpec, messages: list[dict[str, str]], seed: int, **overrides
+                 ) -> ChatRequest:
+    """A `ChatRequest` with a model spec's default sampling parameters."""
+    params = {"temperature": spec.temperature, "top_p": spec.top_p, "max_tokens": spec.max_tokens}
+    return ChatRequest(messages=tuple(messages), model=spec.model, seed=seed,
+                       **(params | overrides))
 
 
 def _from_dict(response_type, value: dict):

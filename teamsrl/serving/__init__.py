@@ -1,0 +1,1 @@
+"""Ray Serve hosting of the expert and reviewer LLMs (see `deployment.py`, `client.py`)."""

@@ -1,0 +1,103 @@
+"""`ServeLLMClient`: the `LLMClient` interface over a Ray Serve deployment handle.
+
+Env runners and generation workers use it instead of a local engine: each request goes to the
+deployment separately (no HTTP hop) and all of a batch's requests are in flight before the first
+result is awaited, so the replica's `@serve.batch` sees them together. The cache and the ledger
+live in the deployment; `ledger.totals()` asks it. Token counting (for prompt budgets) uses the
+role's tokenizer, loaded locally.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from teamsrl.llm.client import make_request
+from teamsrl.llm.config import LLMConfig, ModelSpec
+from teamsrl.llm.ledger import RoleTotals
+from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
+
+
+class RemoteLedger:
+    """Ledger totals read from the deployment (shared by every caller)."""
+
+    def __init__(self, handle, timeout_s: float) -> None:
+        self._handle = handle
+        self._timeout_s = timeout_s
+
+    def totals(self, *, stage: str | None = None) -> dict[str, RoleTotals]:
+        """Per-role totals of every caller, optionally of one stage."""
+        raw = self._handle.ledger_totals.remote(stage).result(timeout_s=self._timeout_s)
+        return {r: RoleTotals(**{k: v for k, v in t.items() if k != "hit_rate"})
+                for r, t in raw.items()}
+
+
+class ServeLLMClient:
+    """Same calls as `LLMClient` (chat, score, request, count_tokens), served remotely."""
+
+    def __init__(self, handle, llm_config: LLMConfig, timeout_s: float = 300.0,
+                 stage: str | None = None) -> None:
+        self.handle = handle
+        self.specs: dict[str, ModelSpec] = {"expert": llm_config.expert,
+                                            "reviewer": llm_config.reviewer}
+        self.timeout_s = timeout_s
+        self.stage = stage
+        self.ledger = RemoteLedger(handle, timeout_s)
+
+    @classmethod
+    def connect(cls, app_name: str, llm_config: LLMConfig, **kwargs) -> ServeLLMClient:
+        """Attach to a running app by name (from any process of the Ray cluster)."""
+        from ray import serve
+
+        return cls(serve.get_app_handle(app_name), llm_config, **kwargs)
+
+    @property
+    def roles(self) -> list[str]:
+        """The roles served."""
+        return sorted(self.specs)
+
+    def spec(self, role: str) -> ModelSpec:
+        """The role's model spec."""
+        try:
+            return self.specs[role]
+        except KeyError:
+            raise ValueError(f"role {role!r}: expected one of {self.roles}") from None
+
+    def request(self, role: str, messages: list[dict[str, str]], seed: int, **overrides
+                ) -> ChatRequest:
+        """A `ChatRequest` with the role's default sampling parameters."""
+        return make_request(self.spec(role), messages, seed, **overrides)
+
+    def chat(self, role: str, requests: list[ChatRequest], stage: str | None = None
+             ) -> list[ChatResponse]:
+        """All requests in flight at once, then gathered in order."""
+        self.spec(role)
+        pending = [self.handle.chat.remote(role, r, stage or self.stage) for r in requests]
+        return [p.result(timeout_s=self.timeout_s) for p in pending]
+
+    def score(self, role: str, requests: list[ScoreRequest], stage: str | None = None
+              ) -> list[ScoreResponse]:
+        """All scoring requests in flight at once, then gathered in order."""
+        self.spec(role)
+        pending = [self.handle.score.remote(role, r, stage or self.stage) for r in requests]
+        return [p.result(timeout_s=self.timeout_s) for p in pending]
+
+    def count_tokens(self, role: str, text: str) -> int:
+        """Tokens of `text` for the role's tokenizer (loaded here once)."""
+        return len(_tokenizer(self.spec(role).model)(text, add_special_tokens=False)["input_ids"])
+
+    def close(self) -> None:
+        """Nothing to close: the deployment owns the files."""
+
+
+@cache
+def _tokenizer(model_id: str):
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from teamsrl.llm.embedded import resolve_model_path
+
+    path = resolve_model_path(model_id)
+    if path.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return AutoTokenizer.from_pretrained(Path(path))

@@ -1,0 +1,89 @@
+"""The LLM app on Ray Serve: same texts as the local engine, batches that fill, one shared ledger,
+and an OpenAI-compatible route on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+from teamsrl.serving.client import ServeLLMClient
+
+
+def _requests(client, n, offset=0):
+    return [client.request("expert", [{"role": "user", "content": f"Name a fruit, number {i}."}],
+                           seed=offset + i, max_tokens=16) for i in range(n)]
+
+
+def test_served_texts_equal_the_local_engine_and_batches_fill(ray_serve, smollm2_engine):
+    handle, config, _ = ray_serve
+    client = ServeLLMClient(handle, config.llm, stage="serve-test")
+    before = handle.stats.remote().result()["batch_sizes"]
+    reqs = _requests(client, 8, offset=500)
+    served = client.chat("expert", reqs)
+    assert [r.text for r in served] == [r.text for r in smollm2_engine.generate(reqs)]
+    after = handle.stats.remote().result()["batch_sizes"]
+    new_batches = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert max(k for k, v in new_batches.items() if v > 0) > 1  # requests were batched
+    assert sum(k * v for k, v in new_batches.items()) == 8
+
+
+def test_score_through_serve_equals_local(ray_serve, smollm2_engine):
+    from teamsrl.llm.schema import ScoreRequest
+
+    handle, config, _ = ray_serve
+    client = ServeLLMClient(handle, config.llm)
+    req = ScoreRequest(messages=[{"role": "user", "content": "What is the capital of France?"}],
+                       candidates=("Paris", "Banana"))
+    (resp,) = client.score("reviewer", [req])
+    assert resp.logprobs[0] > resp.logprobs[1]
+    assert resp.logprobs == pytest.approx(smollm2_engine.score([req])[0].logprobs, abs=1e-4)
+
+
+def test_callers_in_other_processes_share_one_ledger(ray_serve):
+    import ray
+
+    handle, config, serve_config = ray_serve
+    stage = "shared-ledger-test"
+
+    @ray.remote(num_cpus=0)
+    def caller(offset: int) -> int:
+        from teamsrl.serving.client import ServeLLMClient
+
+        client = ServeLLMClient.connect(serve_config.app_name, config.llm, stage=stage)
+        reqs = [client.request("expert", [{"role": "user", "content": f"Count to {i}."}],
+                               seed=offset + i, max_tokens=8) for i in range(3)]
+        return len(client.chat("expert", reqs))
+
+    assert ray.get([caller.remote(1000), caller.remote(2000)]) == [3, 3]
+    totals = ServeLLMClient(handle, config.llm).ledger.totals(stage=stage)
+    assert totals["expert"].queries + totals["expert"].cache_hits == 6
+    assert totals["expert"].queries == 6
+
+
+def test_openai_package_gets_a_completion_from_loopback(ray_serve):
+    import openai
+
+    _, _, serve_config = ray_serve
+    assert serve_config.http_host == "127.0.0.1"
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{serve_config.http_port}/v1",
+                           api_key="unused", max_retries=0)
+    resp = client.chat.completions.create(
+        model="expert", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8,
+        seed=7, temperature=0.7)
+    assert resp.choices[0].message.content.strip()
+    assert resp.usage.completion_tokens <= 8
+    with pytest.raises(openai.NotFoundError, match="expected one of"):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.chat.completions.create(model="expert", temperature=9,
+                                       messages=[{"role": "user", "content": "x"}])
+    ids = {m.id for m in client.models.list().data}
+    assert ids == {"expert", "reviewer"}
+
+
+def test_serve_config_rejects_batches_that_cannot_fill():
+    from pydantic import ValidationError
+
+    from teamsrl.serving.config import ServeConfig
+
+    with pytest.raises(ValidationError, match="expected >= 2 x max_batch_size = 32"):
+        ServeConfig(max_batch_size=16, max_ongoing_requests=20)
