@@ -59,6 +59,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --out")
     p.set_defaults(handler=_finetune)
+
+    p = sub.add_parser("train-policy", help="train the rewriting policy with RLlib PPO",
+                       description="Train the instruction-rewriting policy with RLlib PPO. The "
+                                   "expert and reviewer run as a Ray Serve app; env runners "
+                                   "send their sub-envs' requests to it in batches. Checkpoints "
+                                   "go to <run_dir>/policy/checkpoints, the exported policy to "
+                                   "<run_dir>/policy/export, metrics to W&B (offline by "
+                                   "default) and <run_dir>/train-policy-metrics.jsonl.")
+    _common(p)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. auto); default: start a local Ray")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint with the next iteration")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="iterations to run now (default: policy.iterations)")
+    p.set_defaults(handler=_train_policy)
+
+    p = sub.add_parser("rollout", help="run the instruction MDP with a fixed policy",
+                       description="Roll out the instruction MDP (expert rewrites, reviewer "
+                                   "verdicts, rewards) with a uniformly random policy — the "
+                                   "Evol-Instruct baseline — and print mean return, reward "
+                                   "components, action counts and the query ledger.")
+    _common(p)
+    p.add_argument("--policy", default="random", choices=["random"],
+                   help="random: a uniformly random operation at every step")
+    p.add_argument("--episodes", type=int, default=20, help="episodes to run")
+    p.add_argument("--num-envs", type=int, default=4,
+                   help="episodes stepped together (their requests are batched)")
+    p.set_defaults(handler=_rollout)
     return parser
 
 
@@ -88,6 +117,32 @@ def _finetune(args: argparse.Namespace) -> int:
     print(f"model: {summary['model_dir']} ({summary['steps']} steps, ZeRO-"
           f"{summary['zero_stage']}, world size {summary['world_size']}); held-out rows: "
           f"{summary['split']['heldout_rows']} in {summary['split']['heldout_file']}")
+    return 0
+
+
+def _train_policy(args: argparse.Namespace) -> int:
+    from teamsrl.policy.train import train_policy
+
+    config = load_config(args.config, args.overrides)
+    if args.iterations is not None and args.iterations < 1:
+        raise ValueError(f"--iterations = {args.iterations}: expected >= 1")
+    result = train_policy(config, address=args.address, resume=args.resume,
+                          iterations=args.iterations)
+    m = result.metrics
+    print(f"trained to iteration {result.iterations}: return {m['rollout/return_mean']:.3f}, "
+          f"expert queries {int(m['queries/expert'])}, reviewer queries "
+          f"{int(m['queries/reviewer'])}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"policy export: {result.export}")
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from teamsrl.rollout import run_rollout
+
+    config = load_config(args.config, args.overrides)
+    summary = run_rollout(config, args.policy, args.episodes, args.num_envs)
+    print(summary.report())
     return 0
 
 

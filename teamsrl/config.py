@@ -18,6 +18,8 @@ from envs.config import EnvConfig
 from teamsrl.actions import ActionSetConfig
 from teamsrl.finetune.config import FinetuneConfig
 from teamsrl.llm.config import LLMConfig
+from teamsrl.policy.config import PolicyConfig
+from teamsrl.serving.config import ServeConfig
 
 
 class ConfigError(ValueError):
@@ -45,6 +47,10 @@ class ExperimentConfig(BaseModel):
     actions: ActionSetConfig = Field(default_factory=ActionSetConfig, description="action set")
     env: EnvConfig = Field(default_factory=EnvConfig, description="the instruction MDP: "
                            "horizon, seed pool, embedder, reward weights")
+    serving: ServeConfig = Field(default_factory=ServeConfig, description="Ray Serve app of "
+                                 "the expert and reviewer (replicas, batching, HTTP route)")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="RLlib PPO policy "
+                                 "training (stage 1)")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
                                      description="DeepSpeed ZeRO fine-tuning (stage 3)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="W&B")

@@ -24,6 +24,8 @@ class ServeConfig(BaseModel):
     http_host: str = Field("127.0.0.1", description="address of the OpenAI-compatible route; "
                            "loopback unless you mean to expose it")
     http_port: int = Field(8000, ge=0, le=65535, description="port of the HTTP route")
+    route_prefix: str = Field("/", pattern=r"^/", description="HTTP prefix of this app (two "
+                              "apps on one cluster need different prefixes)")
 
     @model_validator(mode="after")
     def _room_for_batches(self) -> ServeConfig:

@@ -148,4 +148,4 @@ def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"
                            "num_gpus": serve_config.num_gpus},
     ).bind(llm_config.model_dump(mode="json"), str(Path(run_dir).resolve()), stage,
            serve_config.max_batch_size, serve_config.batch_wait_timeout_s)
-    return serve.run(app, name=serve_config.app_name, route_prefix="/")
+    return serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix)

@@ -1,0 +1,263 @@
+"""`teamsrl train-policy`: RLlib PPO on the instruction MDP, the LLMs behind Ray Serve.
+
+    teamsrl train-policy --config experiments/quickstart.yaml [--address auto] [--resume]
+
+Reads top to bottom like the algorithm: join Ray, deploy the expert/reviewer app, size the
+sampling timeout from a measured warm-up step, build PPO, then per iteration: sample (env runners
+step their vector envs; every step is one batched LLM call per role), learn, log, checkpoint.
+At the end the policy is exported for generation (`teamsrl.policy.export`).
+
+Resume: `--resume` restores the newest checkpoint and continues with the next iteration. Env
+seeds derive from (run seed, first iteration of this invocation, runner index), so nothing
+random needs saving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from teamsrl.config import ExperimentConfig, dump_config
+
+log = logging.getLogger(__name__)
+
+ENV_NAME = "teamsrl-instruction-mdp"
+SERVE_APP_KEY = "teamsrl_serve_app"
+STAGE = "train-policy"
+_CKPT = re.compile(r"^iter_(\d{5})$")
+
+
+@dataclass
+class TrainResult:
+    """Where the artefacts went and the last iteration's metrics."""
+
+    checkpoint: Path
+    export: Path
+    iterations: int
+    metrics: dict
+
+
+def make_env(env_config):
+    """RLlib env creator: the (vector) instruction MDP, its LLM calls sent to the Serve app."""
+    from envs.instruction_mdp import InstructionMDPEnv, experiment_config
+    from envs.vector import InstructionMDPVectorEnv
+    from teamsrl.serving.client import ServeLLMClient
+
+    cfg = dict(env_config)
+    app = cfg.pop(SERVE_APP_KEY)
+    experiment = experiment_config({k: v for k, v in cfg.items() if k != "num_envs"})
+    client = ServeLLMClient.connect(app, experiment.llm, stage=STAGE,
+                                    timeout_s=experiment.serving.request_timeout_s)
+    if "num_envs" in cfg:
+        return InstructionMDPVectorEnv(cfg, client=client)
+    return InstructionMDPEnv(experiment, client=client)
+
+
+def build_ppo(config: ExperimentConfig, sample_timeout_s: float, seed: int):
+    """The PPOConfig (RLlib's current API stack) that `config.policy` describes."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from teamsrl.policy.callbacks import InstructionMetrics
+
+    p = config.policy
+    env_config = config.model_dump(mode="json") | {SERVE_APP_KEY: config.serving.app_name}
+    return (
+        PPOConfig()
+        .environment(ENV_NAME, env_config=env_config)
+        .env_runners(
+            num_env_runners=p.num_env_runners,
+            num_envs_per_env_runner=p.num_envs_per_env_runner,
+            num_cpus_per_env_runner=p.num_cpus_per_env_runner,
+            rollout_fragment_length=config.env.horizon,
+            gym_env_vectorize_mode=p.vectorize_mode,
+            sample_timeout_s=sample_timeout_s,
+        )
+        .training(
+            train_batch_size_per_learner=p.train_batch_size,
+            minibatch_size=p.minibatch_size,
+            num_epochs=p.num_epochs,
+            lr=p.lr,
+            gamma=p.gamma,
+            lambda_=p.gae_lambda,
+            clip_param=p.clip_param,
+            entropy_coeff=p.entropy_coeff,
+        )
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(p.hidden_sizes)))
+        .learners(num_learners=p.num_learners, num_gpus_per_learner=p.num_gpus_per_learner)
+        .fault_tolerance(
+            restart_failed_env_runners=True,
+            max_num_env_runner_restarts=p.max_env_runner_restarts,
+        )
+        .callbacks(InstructionMetrics)
+        .debugging(seed=seed)
+    )
+
+
+def measure_step_s(client, config: ExperimentConfig) -> float:
+    """Seconds of one vector-env step: a warm-up batch of expert rewrites plus verdicts."""
+    from teamsrl.actions import ActionSet
+    from teamsrl.rewards import verdict_request
+    from teamsrl.seeds import load_seeds
+
+    n = config.policy.num_envs_per_env_runner
+    actions = ActionSet.from_config(config.actions)
+    seeds = load_seeds(config.env.seed_file, config.env.seed_column).seeds[:n]
+    requests = [client.request("expert", list(actions.render(0, s.instruction).messages),
+                               seed=config.seed + i) for i, s in enumerate(seeds)]
+    start = time.perf_counter()
+    rewrites = client.chat("expert", requests, stage="warmup")
+    client.score("reviewer", [verdict_request(s.instruction, r.text or s.instruction)
+                              for s, r in zip(seeds, rewrites, strict=True)], stage="warmup")
+    return time.perf_counter() - start
+
+
+def sample_timeout(config: ExperimentConfig, step_s: float) -> float:
+    """Generous bound on one `sample()` call: 5x its expected time, at least 2 minutes."""
+    p = config.policy
+    vector_steps = p.train_batch_size / max(1, p.num_env_runners) / p.num_envs_per_env_runner
+    return max(120.0, 5.0 * vector_steps * step_s * max(1, p.num_env_runners))
+
+
+def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
+    """The newest complete checkpoint and its iteration, or None."""
+    found = [(int(m.group(1)), d) for d in ckpt_dir.glob("iter_*")
+             if (m := _CKPT.match(d.name)) and (d / "rllib_checkpoint.json").is_file()]
+    if not found:
+        return None
+    it, path = max(found)
+    return path, it
+
+
+def train_policy(config: ExperimentConfig, address: str | None = None, resume: bool = False,
+                 iterations: int | None = None, progress: bool = True) -> TrainResult:
+    """Train (or continue training) the policy; returns the checkpoint and export paths."""
+    import ray
+    from ray.tune.registry import register_env
+
+    from teamsrl.policy.callbacks import summarize
+    from teamsrl.policy.export import export_policy
+    from teamsrl.raycluster import init_ray
+    from teamsrl.serving.client import ServeLLMClient
+    from teamsrl.serving.deployment import deploy
+    from teamsrl.tracking import Tracker
+
+    run_dir = Path(config.run_dir)
+    ckpt_dir = run_dir / "policy" / "checkpoints"
+    previous = latest_checkpoint(ckpt_dir) if resume else None
+    if resume and previous is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {ckpt_dir}; run without "
+                                "--resume first")
+    start_iter = previous[1] if previous else 0
+    total = iterations or config.policy.iterations
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+
+    started_ray = not ray.is_initialized()
+    init_ray(address)
+    algo, tracker = None, None
+    try:
+        handle = deploy(config.llm, config.serving, run_dir, stage=STAGE)
+        client = ServeLLMClient(handle, config.llm, timeout_s=config.serving.request_timeout_s)
+        step_s = measure_step_s(client, config)
+        timeout = config.policy.sample_timeout_s or sample_timeout(config, step_s)
+        log.info("warm-up step %.2f s -> sample_timeout_s %.0f", step_s, timeout)
+
+        register_env(ENV_NAME, make_env)
+        seed = config.seed + 7919 * start_iter  # a resumed run samples fresh episodes
+        algo = build_ppo(config, timeout, seed).build_algo()
+        if previous:
+            algo.restore_from_path(str(previous[0].resolve()))
+        tracker = Tracker(config, STAGE, resume=resume)
+        last, metrics = _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total,
+                                    progress, summarize)
+        action_names = _action_names(config)
+        export = export_policy(algo, run_dir / "policy" / "export", {
+            "action_names": action_names, "embedder": config.env.embedder,
+            "horizon": config.env.horizon, "observation_size": _obs_size(config),
+            "iteration": last, "seed": config.seed, "hidden_sizes": config.policy.hidden_sizes,
+        })
+        (run_dir / "policy" / "ledger.json").write_text(json.dumps(
+            {r: t.as_dict() for r, t in client.ledger.totals(stage=STAGE).items()}, indent=2))
+        return TrainResult(ckpt_dir / f"iter_{last:05d}", export, last, metrics)
+    finally:
+        from ray import serve
+
+        if tracker is not None:
+            tracker.finish()
+        if algo is not None:
+            algo.stop()
+        serve.delete(config.serving.app_name)  # frees the replica's CPUs/GPUs
+        if started_ray:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total, progress,
+                summarize) -> tuple[int, dict]:
+    """Train `total` iterations after `start_iter`: log, guard against empty samples,
+    checkpoint every K and at the end."""
+    from tqdm import tqdm
+
+    action_names = _action_names(config)
+    metrics: dict = {}
+    empty = 0
+    last = start_iter + total
+    bar = tqdm(range(start_iter + 1, last + 1), desc="train-policy", unit="iter",
+               disable=not progress)
+    for it in bar:
+        result = algo.train()
+        metrics = summarize(result, action_names)
+        if metrics["rollout/env_steps"] == 0:  # a crashed runner returns 0 steps silently
+            empty += 1
+            if empty >= 3:
+                raise RuntimeError("3 iterations in a row sampled 0 env steps: the env "
+                                   "runners keep failing (see the Ray logs)")
+        else:
+            empty = 0
+        metrics |= _ledger_metrics(client) | _health_metrics(result)
+        sample_s = metrics.get("timing/sample_s") or float("nan")
+        metrics["perf/env_steps_per_s"] = metrics["rollout/env_steps"] / sample_s
+        metrics["iteration"] = it
+        tracker.log(metrics, step=it)
+        bar.set_postfix(ret=f"{metrics['rollout/return_mean']:.2f}",
+                        expert=int(metrics["queries/expert"]))
+        if it % config.policy.checkpoint_every == 0 or it == last:
+            algo.save_to_path(str((ckpt_dir / f"iter_{it:05d}").resolve()))
+    return last, metrics
+
+
+def _action_names(config: ExperimentConfig) -> list[str]:
+    from teamsrl.actions import ActionSet
+
+    return ActionSet.from_config(config.actions).names
+
+
+def _obs_size(config: ExperimentConfig) -> int:
+    from teamsrl.embeddings import shared_embedder
+
+    return shared_embedder(config.env.embedder).dim + len(_action_names(config)) + 1
+
+
+def _ledger_metrics(client) -> dict[str, float]:
+    totals = client.ledger.totals(stage=STAGE)
+    out = {f"queries/{role}": float(totals[role].queries if role in totals else 0)
+           for role in ("expert", "reviewer")}
+    hits = sum(t.cache_hits for t in totals.values())
+    asked = hits + sum(t.queries for t in totals.values())
+    out["cache/hit_rate"] = hits / asked if asked else 0.0
+    return out
+
+
+def _health_metrics(result: dict) -> dict[str, float]:
+    group = result.get("env_runner_group", {})
+    fault = result.get("fault_tolerance", {})
+    return {
+        "health/env_runner_restarts": float(fault.get("num_remote_worker_restarts", 0)),
+        "health/healthy_env_runners": float(fault.get("num_healthy_workers",
+                                                      group.get("num_healthy_workers", 0))),
+    }

@@ -1,0 +1,58 @@
+"""W&B tracking (offline unless the config says online), plus a local JSONL of the same metrics.
+
+Each stage opens one run per job type in the run dir; the W&B run id is kept in
+`<run_dir>/wandb-<job>.id`, so `--resume` continues the same W&B run. The JSONL copy
+(`<run_dir>/<job>-metrics.jsonl`) is what `teamsrl report` reads, with or without W&B.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+class Tracker:
+    """Log metrics to W&B and to `<run_dir>/<job>-metrics.jsonl`, one row per step."""
+
+    def __init__(self, config, job_type: str, resume: bool = False) -> None:
+        self.run_dir = Path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = self.run_dir / f"{job_type}-metrics.jsonl"
+        if not resume:
+            self.jsonl.unlink(missing_ok=True)
+        self.run = None
+        mode = config.tracking.mode
+        if mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
+            import wandb
+
+            id_file = self.run_dir / f"wandb-{job_type}.id"
+            run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+            self.run = wandb.init(
+                project=config.tracking.project, group=config.tracking.group,
+                name=f"{config.name}-{job_type}", job_type=job_type, dir=str(self.run_dir),
+                mode=mode, id=run_id, resume="allow" if run_id else None,
+                config=config.model_dump(mode="json"), reinit="finish_previous",
+            )
+            id_file.write_text(self.run.id)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        """Record one step's metrics (NaNs are dropped from W&B, kept as null in JSONL)."""
+        clean = {k: v for k, v in metrics.items() if not _is_nan(v)}
+        with self.jsonl.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **{k: (None if _is_nan(v) else v)
+                                                 for k, v in metrics.items()}}) + "\n")
+        if self.run is not None:
+            self.run.log(clean, step=step)
+
+    def finish(self) -> None:
+        """Close the W&B run (its offline files stay under the run dir)."""
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
