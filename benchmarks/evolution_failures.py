@@ -1,0 +1,126 @@
+"""How often the expert's rewrites fail WizardLM's elimination rules, per operation.
+
+Every seed task gets every operation once (175 x 6 rewrites by default), with the prompts of
+`teamsrl.actions` and the rules of `teamsrl.rewards.failed_evolution`; requests go to the engine
+in batches (sorted by prompt length, which changes no text: the engine is batch-invariant).
+
+    .venv/bin/python benchmarks/evolution_failures.py                # all 175 seeds
+    .venv/bin/python benchmarks/evolution_failures.py --limit 24 --show 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from envs.instruction_mdp import derive_seed  # noqa: E402
+from teamsrl.actions import ActionSet, ActionSetConfig  # noqa: E402
+from teamsrl.llm.embedded import SMOLLM2_ID  # noqa: E402
+from teamsrl.rewards import RewardConfig, failed_evolution  # noqa: E402
+from teamsrl.seeds import load_seeds  # noqa: E402
+
+_ASKING = frozenset("""
+write explain describe list name give generate create compute calculate find suggest compare
+identify classify summarize summarise translate tell make provide design solve recommend analyze
+analyse convert choose determine sort predict plan draft estimate answer discuss rewrite imagine
+evaluate outline develop construct propose using based given consider read extract rank select
+detect decide fill complete add replace correct check count convert prove show use help rate
+how what why which who when where is are can do does should could would if in for
+""".split())
+
+
+def looks_like_instruction(text: str) -> bool:
+    """Heuristic: a request, not an answer (first word asks, or it ends with a question mark)."""
+    words = text.strip().split()
+    first = words[0].strip("\"'*#:.,-").lower() if words else ""
+    return first in _ASKING or text.rstrip().endswith("?")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate the rewrites, print the failure table (and a few examples per operation)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=SMOLLM2_ID, help="expert model id or local folder")
+    p.add_argument("--limit", type=int, default=None, help="first N seed tasks only")
+    p.add_argument("--operations", nargs="*", default=None, help="subset of operations")
+    p.add_argument("--max-tokens", type=int, default=64, help="new tokens per rewrite")
+    p.add_argument("--temperature", type=float, default=0.7, help="expert temperature")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per engine batch")
+    p.add_argument("--seed", type=int, default=543, help="base sampling seed")
+    p.add_argument("--cache", default=None, help="SQLite response cache (reruns cost nothing)")
+    p.add_argument("--show", type=int, default=0, help="print N failed and N kept rewrites per op")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is ~3x faster than 2 when another process is busy)")
+    args = p.parse_args(argv)
+
+    from teamsrl.llm.cache import ResponseCache
+    from teamsrl.llm.client import LLMClient
+    from teamsrl.llm.transformers_engine import TransformersEngine
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    seeds = load_seeds().seeds[: args.limit]
+    actions = ActionSet.from_config(ActionSetConfig(operations=args.operations)
+                                    if args.operations else None)
+    engine = TransformersEngine(args.model, device="cpu", max_batch_size=args.batch_size)
+    client = LLMClient({"expert": engine}, cache=ResponseCache(args.cache) if args.cache else None)
+    jobs = []  # (operation index, seed, request)
+    for a in range(len(actions)):
+        for s in seeds:
+            prompt = actions.render(a, s.instruction, 384, engine.count_tokens)
+            jobs.append((a, s, client.request(
+                "expert", list(prompt.messages), seed=derive_seed(args.seed, 0, a, s.id),
+                max_tokens=args.max_tokens, temperature=args.temperature)))
+    order = sorted(range(len(jobs)), key=lambda i: len(str(jobs[i][2].messages)))
+    start = time.perf_counter()
+    responses = dict(zip(order, client.chat("expert", [jobs[i][2] for i in order]), strict=True))
+    seconds = time.perf_counter() - start
+    rules = RewardConfig()
+    rows = {op.name: {"n": 0, "failed": 0, "cut": 0, "asks": 0, "reasons": Counter(),
+                      "ex": ([], [])} for op in actions.operations}
+    for i, (a, s, _) in enumerate(jobs):
+        op, r = actions[a], responses[i]
+        reason = failed_evolution(s.instruction, r.text, rules,
+                                  template_texts=(op.example[1],) if op.example else ())
+        row = rows[op.name]
+        row["n"] += 1
+        row["failed"] += bool(reason)
+        row["cut"] += r.finish_reason == "length"
+        row["asks"] += not reason and looks_like_instruction(r.text)
+        if reason:
+            row["reasons"][reason.split(":")[0]] += 1
+        row["ex"][0 if reason else 1].append((s.instruction, r.text, reason))
+    print(f"{len(jobs)} rewrites of {len(seeds)} seeds, max_tokens={args.max_tokens}, "
+          f"temperature={args.temperature}, {seconds:.0f} s, "
+          f"{sum(not r.cached for r in responses.values())} generated "
+          f"({sum(r.completion_tokens for r in responses.values() if not r.cached) / seconds:.0f}"
+          " tok/s), the rest from the cache")
+    print(f"{'operation':26} {'n':>4} {'failed':>7}  {'cut':>5}  {'asks':>5}  reasons")
+    total_n = total_f = 0
+    for name, row in rows.items():
+        total_n, total_f = total_n + row["n"], total_f + row["failed"]
+        reasons = ", ".join(f"{k} {v}" for k, v in row["reasons"].most_common())
+        print(f"{name:26} {row['n']:4d} {row['failed'] / row['n']:7.1%}  "
+              f"{row['cut'] / row['n']:5.0%}  {row['asks'] / row['n']:5.0%}  {reasons}")
+    print(f"{'all':26} {total_n:4d} {total_f / total_n:7.1%}")
+    print("failed: breaks an elimination rule; cut: hit max_tokens; asks: kept AND reads like an "
+          "instruction (a heuristic: starts with an instruction verb or question word, or ends "
+          "with '?'); kept rewrites that do not are mostly answers to the seed.")
+    for name, row in rows.items():
+        for kind, items in zip(("FAILED", "kept"), row["ex"], strict=True):
+            for old, new, reason in items[: args.show]:
+                print(f"\n[{name}] {kind} {reason}\n  seed: {old[:200]!r}\n  new:  {new[:300]!r}")
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Roll out the instruction MDP with a fixed policy: `teamsrl rollout --policy random --episodes N`.
+
+The random policy picks a uniformly random operation at every step — WizardLM's Evol-Instruct
+behaviour, the baseline TeaMs-RL is measured against. Episodes run `num_envs` at a time through
+`envs.instruction_mdp.step_many`, so each step's expert rewrites go to the engine as one batch;
+slot i's env is seeded `seed + i` and runs episodes until N have started, so no query is spent on
+an episode that is not counted. Prints mean return, per-component means, action counts, failure
+reasons and the query ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from teamsrl.config import ExperimentConfig
+from teamsrl.llm.client import LLMClient, build_client
+from teamsrl.llm.ledger import RoleTotals, format_totals
+
+POLICIES = ("random",)
+
+
+@dataclass
+class RolloutSummary:
+    """What a rollout measured."""
+
+    policy: str
+    returns: list[float] = field(default_factory=list)
+    components: dict[str, list[float]] = field(default_factory=dict)
+    actions: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)
+    steps: int = 0
+    seconds: float = 0.0
+    ledger: dict[str, RoleTotals] = field(default_factory=dict)
+
+    def report(self) -> str:
+        """Human-readable lines for the terminal."""
+        r = np.asarray(self.returns, dtype=float)
+        comps = ", ".join(f"{k} {np.mean(v):+.3f}" for k, v in self.components.items())
+        acts = ", ".join(f"{k} {v}" for k, v in sorted(self.actions.items()))
+        n_failed = sum(self.failures.values())
+        fails = ", ".join(f"{k} {v}" for k, v in self.failures.most_common()) or "none"
+        return "\n".join([
+            f"{self.policy} policy: {len(r)} episodes, {self.steps} steps, {self.seconds:.0f} s",
+            f"mean return {r.mean():+.3f} (std {r.std():.3f}, min {r.min():+.3f}, "
+            f"max {r.max():+.3f})",
+            f"per-step component means: {comps}",
+            f"action counts: {acts}",
+            f"failed rewrites: {n_failed} of {self.steps} steps ({fails})",
+            f"ledger (this rollout): {format_totals(self.ledger)}",
+        ])
+
+
+def run_rollout(config: ExperimentConfig, policy: str = "random", episodes: int = 20,
+                num_envs: int = 4, client: LLMClient | None = None, progress: bool = True
+                ) -> RolloutSummary:
+    """Run `episodes` episodes of the MDP under `policy`; the client is built unless given."""
+    from envs.instruction_mdp import InstructionMDPEnv, step_many
+    from teamsrl.embeddings import shared_embedder
+    from teamsrl.seeds import load_seeds
+
+    if policy not in POLICIES:
+        raise ValueError(f"--policy {policy!r}: expected one of {POLICIES}")
+    if episodes < 1:
+        raise ValueError(f"--episodes {episodes}: expected >= 1")
+    if num_envs < 1:
+        raise ValueError(f"--num-envs {num_envs}: expected >= 1")
+    cfg = config.env
+    seeds = load_seeds(cfg.seed_file, cfg.seed_column, cfg.max_seed_chars)
+    own = client is None
+    client = client or build_client(config.llm, config.run_dir, stage="rollout")
+    before = client.ledger.session_totals()
+    embedder = shared_embedder(cfg.embedder)
+    n = min(num_envs, episodes)
+    envs = [InstructionMDPEnv(config, client=client, embedder=embedder, seeds=seeds,
+                              default_seed=config.seed + i) for i in range(n)]
+    rng = np.random.default_rng(config.seed)
+    summary = RolloutSummary(policy)
+    started = time.perf_counter()
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=episodes, unit="episode", disable=not progress)
+        returns = [0.0] * n
+        for i, env in enumerate(envs):
+            env.reset(seed=config.seed + i)
+        active, begun = list(range(n)), n
+        while active:
+            actions = [int(rng.integers(len(envs[i].actions))) for i in active]
+            results = step_many([envs[i] for i in active], actions)
+            still = []
+            for i, a, (_, reward, term, trunc, info) in zip(active, actions, results,
+                                                            strict=True):
+                summary.steps += 1
+                summary.actions[envs[i].actions.names[a]] += 1
+                for k, v in info["reward_components"].items():
+                    summary.components.setdefault(k, []).append(v)
+                if info["failure"]:
+                    summary.failures[info["failure"].split(":")[0]] += 1
+                returns[i] += reward
+                if not (term or trunc):
+                    still.append(i)
+                    continue
+                summary.returns.append(returns[i])
+                bar.update(1)
+                if begun < episodes:  # this slot starts another episode
+                    envs[i].reset()
+                    returns[i], begun = 0.0, begun + 1
+                    still.append(i)
+            active = still
+        bar.close()
+    finally:
+        summary.seconds = time.perf_counter() - started
+        summary.ledger = _minus(client.ledger.session_totals(), before)
+        if own:
+            client.close()
+    return summary
+
+
+def _minus(after: dict[str, RoleTotals], before: dict[str, RoleTotals]) -> dict[str, RoleTotals]:
+    out = {}
+    for role, a in after.items():
+        b = before.get(role, RoleTotals())
+        out[role] = RoleTotals(a.queries - b.queries, a.cache_hits - b.cache_hits,
+                               a.failures - b.failures, a.prompt_tokens - b.prompt_tokens,
+                               a.completion_tokens - b.completion_tokens, a.seconds - b.seconds)
+    return out

@@ -1,0 +1,165 @@
+"""The instruction MDP with the real embedded models (SmolLM2-135M expert/reviewer, MiniLM).
+
+Small horizons and max_tokens keep this to a few minutes on 2 cores; the session engine is reused
+wherever the test does not need the env to build its own client.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.instruction_mdp import InstructionMDPEnv
+from envs.vector import InstructionMDPVectorEnv
+from teamsrl.cli import main
+from teamsrl.config import ExperimentConfig
+from teamsrl.llm.cache import ResponseCache
+from teamsrl.llm.client import LLMClient
+from teamsrl.llm.ledger import QueryLedger
+from teamsrl.rewards import failed_evolution, verdict_request
+
+pytestmark = pytest.mark.integration
+
+
+def small_config(tmp_path, horizon: int = 2, cache: bool = False) -> ExperimentConfig:
+    cfg = ExperimentConfig(run_dir=str(tmp_path))
+    cfg.llm.expert.max_tokens = 32
+    cfg.llm.cache.enabled = cache
+    cfg.env.horizon = horizon
+    return cfg
+
+
+def client_for(engine, cfg, tmp_path=None) -> LLMClient:
+    """A client over the session engine; with `tmp_path`, cache and ledger live there."""
+    return LLMClient({"expert": engine, "reviewer": engine},
+                     cache=ResponseCache(tmp_path / "cache.sqlite") if tmp_path else None,
+                     ledger=QueryLedger(tmp_path / "ledger.sqlite") if tmp_path else None,
+                     specs={"expert": cfg.llm.expert, "reviewer": cfg.llm.reviewer})
+
+
+def test_check_env_passes_on_the_registered_env_with_cache_off(tmp_path):
+    cfg = small_config(tmp_path, horizon=2, cache=False)
+    env = gymnasium.make(envs.INSTRUCTION_MDP_ID, config=cfg.model_dump(), max_episode_steps=2)
+    try:
+        assert env.unwrapped.client.cache is None
+        check_env(env.unwrapped)  # includes same-seed step determinism and a fresh make()
+        totals = env.unwrapped.client.ledger.session_totals()
+        assert totals["expert"].queries >= 2 and totals["expert"].cache_hits == 0
+    finally:
+        env.close()
+
+
+def run_episode(env, seed, actions):
+    obs, info = env.reset(seed=seed)
+    traj = [(obs, info["instruction"])]
+    for a in actions:
+        obs, reward, term, trunc, info = env.step(a)
+        traj.append((obs, info["rewrite"], reward, info["failure"], info["verdict"]))
+        if term or trunc:
+            break
+    return traj
+
+
+def test_vector_env_matches_separate_envs(smollm2_engine, tmp_path):
+    cfg = small_config(tmp_path, horizon=2)
+    actions = np.array([[0, 3, 5], [1, 2, 4], [4, 0, 1]])  # 2 steps, then the autoreset step
+    venv = InstructionMDPVectorEnv(cfg.model_dump(), num_envs=3,
+                                   client=client_for(smollm2_engine, cfg))
+    v_obs, _ = venv.reset(seed=7)
+    v_steps = [venv.step(a) for a in actions]
+    for i in range(3):
+        env = InstructionMDPEnv(cfg.model_dump(), client=client_for(smollm2_engine, cfg))
+        obs, _ = env.reset(seed=7 + i)
+        np.testing.assert_array_equal(obs, v_obs[i])
+        for k in range(2):
+            obs, reward, term, trunc, info = env.step(actions[k][i])
+            v_obs_k, v_rew, v_term, v_trunc, v_info = v_steps[k]
+            np.testing.assert_array_equal(obs, v_obs_k[i])
+            assert info["rewrite"] == v_info["rewrite"][i]  # texts: exactly equal
+            assert (term, trunc) == (v_term[i], v_trunc[i])
+            # Scores of a padded batch differ from batch-of-1 scores in the last float bits.
+            assert reward == pytest.approx(v_rew[i], abs=1e-4)
+            assert info["verdict"] == pytest.approx(v_info["verdict"][i], abs=1e-4)
+        obs, info = env.reset()  # what next-step autoreset did in the vector env
+        np.testing.assert_array_equal(obs, v_steps[2][0][i])
+        assert info["instruction"] == v_steps[2][4]["instruction"][i]
+    texts = {v_steps[0][4]["rewrite"][i] for i in range(3)}
+    assert len(texts) == 3 and all(texts)
+
+
+def test_same_seed_with_cache_gives_same_trajectory_and_no_new_queries(smollm2_engine,
+                                                                        tmp_path):
+    cfg = small_config(tmp_path, horizon=3, cache=True)
+    first_client = client_for(smollm2_engine, cfg, tmp_path)
+    first = run_episode(InstructionMDPEnv(cfg.model_dump(), client=first_client), 21, [0, 3, 5])
+    spent = first_client.ledger.session_totals()
+    assert spent["expert"].queries == 3 and spent["expert"].cache_hits == 0
+    first_client.close()
+
+    again_client = client_for(smollm2_engine, cfg, tmp_path)  # same cache and ledger files
+    again = run_episode(InstructionMDPEnv(cfg.model_dump(), client=again_client), 21, [0, 3, 5])
+    totals = again_client.ledger.session_totals()
+    assert sum(t.queries for t in totals.values()) == 0
+    assert totals["expert"].cache_hits == 3
+    assert totals.get("reviewer") is None or totals["reviewer"].cache_hits == \
+        spent["reviewer"].queries
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:]
+    again_client.close()
+
+
+IDENTICAL = [
+    ("Write a poem about autumn.", "Write a poem about autumn."),
+    ("Why is the sky blue?", "Why is the sky blue?"),
+    ("Name three fruits.", "Name three fruits"),
+]
+DEEPER = [
+    ("Write a poem about autumn.",
+     "Write a poem about autumn in exactly four lines, each line starting with L."),
+    ("Why is the sky blue?", "Explain why the sky is blue and why sunsets are red, with the "
+     "physics of Rayleigh scattering and a worked numeric example."),
+]
+RULE_CASES = [  # (old, new, fails the rules?)
+    ("Write a poem.", "", True),
+    ("", "", True),
+    ("Write a poem.", "Write a poem.", True),
+    ("Write a poem.", "x" * 10_000, True),
+    ("Write a poem.", "#Rewritten Prompt#: Write a poem about the sea.", True),
+    ("Write a poem.", "The given prompt wants a poem about the sea.", True),
+    ("Write a poem.", "Sorry, I can't do that.", True),
+    ("Write a poem.", "the and of, to!", True),
+    ("Write a poem.", "Write a poem about the sea in the style of a sailor's log.", False),
+    ("Sort the list.", "Sort the list in descending order and explain each swap.", False),
+    ("Name a colour.", "Name a colour that appears in the flag of Japan.", False),
+    ("What is 2+2?", "What is 2+2 multiplied by 7, minus 3? Show each step.", False),
+]
+
+
+def test_reviewer_verdict_and_rules_on_a_table(smollm2_engine):
+    for old, new, fails in RULE_CASES:
+        assert bool(failed_evolution(old, new)) is fails, (old, new[:40])
+    client = LLMClient({"reviewer": smollm2_engine})
+    kept = [(o, n) for o, n, fails in RULE_CASES if not fails]
+    pairs = IDENTICAL + DEEPER + kept
+    scores = client.score("reviewer", [verdict_request(o, n) for o, n in pairs])
+    assert client.ledger.session_totals()["reviewer"].queries == len(pairs)  # one pass each
+    p_not_equal = [s.probabilities()[1] for s in scores]
+    assert all(0.0 < p < 1.0 for p in p_not_equal)
+    assert all(len(s.logprobs) == 2 for s in scores)
+    same, deeper = p_not_equal[: len(IDENTICAL)], p_not_equal[len(IDENTICAL): len(IDENTICAL) + 2]
+    assert max(same) < min(deeper), (same, deeper)
+
+
+def test_rollout_cli_smoke(tmp_path, capsys):
+    code = main(["rollout", "--policy", "random", "--episodes", "2", "--num-envs", "2",
+                 "--set", f"run_dir={tmp_path}", "--set", "env.horizon=2",
+                 "--set", "llm.expert.max_tokens=24"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "random policy: 2 episodes, 4 steps" in out
+    assert "mean return" in out and "action counts:" in out
+    assert "expert: 4 queries" in out

@@ -1,0 +1,226 @@
+"""The instruction MDP's plumbing: spaces, episode bookkeeping, batching, autoreset, bad input.
+
+No model here. Where a test steps the env, the property is about counts, shapes and control flow,
+not text, so a deterministic engine and a hashing embedder stand in; everything about text runs
+with the real models in tests/integration/test_instruction_mdp.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+import envs
+from envs.instruction_mdp import InstructionMDPEnv, derive_seed, experiment_config
+from envs.vector import InstructionMDPVectorEnv, make_rllib_env
+from teamsrl.config import ConfigError, ExperimentConfig
+from teamsrl.llm.client import LLMClient
+from teamsrl.llm.schema import ChatResponse, ScoreResponse
+from teamsrl.seeds import SeedError
+
+
+class RecordingEngine:
+    """Deterministic stand-in that records the size of every batch it receives."""
+
+    model_id = "recording"
+
+    def __init__(self) -> None:
+        self.chat_batches: list[int] = []
+        self.score_batches: list[int] = []
+
+    def generate(self, requests):
+        self.chat_batches.append(len(requests))
+        return [ChatResponse(f"Describe topic {hashlib.sha1(repr(r).encode()).hexdigest()[:8]} "
+                             "in depth.", 10, 6) for r in requests]
+
+    def score(self, requests):
+        self.score_batches.append(len(requests))
+        return [ScoreResponse((-1.0, -2.0), (1, 2), 9) for _ in requests]
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+class HashEmbedder:
+    """Unit vectors from a digest of the text."""
+
+    dim = 384
+
+    def encode(self, texts):
+        out = []
+        for t in texts:
+            rng = np.random.default_rng(int.from_bytes(hashlib.sha1(t.encode()).digest()[:8]))
+            v = rng.normal(size=self.dim).astype(np.float32)
+            out.append(v / np.linalg.norm(v))
+        return np.stack(out)
+
+
+def make_env(cfg=None, engine=None, **kw):
+    engine = engine or RecordingEngine()
+    client = LLMClient({"expert": engine, "reviewer": engine})
+    config = (cfg or ExperimentConfig()).model_dump()
+    return InstructionMDPEnv(config, client=client, embedder=HashEmbedder(), **kw), engine
+
+
+def test_registered_with_horizon_time_limit():
+    spec = envs.gymnasium.spec(envs.INSTRUCTION_MDP_ID)
+    assert spec.max_episode_steps == 6 and spec.nondeterministic is False
+    assert spec.vector_entry_point == "envs.vector:InstructionMDPVectorEnv"
+
+
+def test_spaces_and_reset_observation():
+    env, engine = make_env()
+    assert env.action_space.n == 6
+    assert env.observation_space.shape == (384 + 6 + 1,)
+    obs, info = env.reset(seed=3)
+    assert obs in env.observation_space
+    assert obs[384:].tolist() == [0.0] * 7  # no last action, step fraction 0
+    assert info["instruction"] in {s.instruction for s in env.seeds.seeds}
+    assert engine.chat_batches == []  # reset sends no query
+
+
+def test_step_info_rewards_and_truncation():
+    cfg = ExperimentConfig()
+    cfg.env.horizon = 2
+    env, engine = make_env(cfg)
+    env.reset(seed=0)
+    obs, reward, term, trunc, info = env.step(2)
+    assert (term, trunc) == (False, False) and type(term) is bool
+    assert obs[384 + 2] == 1.0 and obs[-1] == pytest.approx(0.5)
+    assert info["queries"] == {"expert": 1, "reviewer": 1}
+    assert info["action_name"] == "deepening" and info["failure"] == ""
+    assert info["instruction"] == info["rewrite"] != info["instruction_before"]
+    assert info["verdict"] == pytest.approx(1 / (1 + np.e))  # softmax of (-1, -2), 2nd answer
+    assert reward == pytest.approx(sum(info["reward_components"].values()))
+    *_, trunc, _ = env.step(0)
+    assert trunc is True
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+
+
+def test_stop_ends_the_episode_without_a_query():
+    cfg = ExperimentConfig()
+    cfg.actions.include_stop = True
+    env, engine = make_env(cfg)
+    env.reset(seed=0)
+    _, reward, term, trunc, info = env.step(env.actions.index("stop"))
+    assert term is True and trunc is False and reward == 0.0
+    assert info["queries"] == {"expert": 0, "reviewer": 0}
+    assert engine.chat_batches == [] and engine.score_batches == []
+
+
+def test_bad_actions_and_options_are_named():
+    env, _ = make_env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action = 6: expected an int in \[0, 6\)"):
+        env.step(6)
+    with pytest.raises(ValueError, match="unknown key"):
+        env.reset(options={"instuction": "x"})
+    with pytest.raises(ValueError, match="non-empty string"):
+        env.reset(options={"instruction": "  "})
+    _, info = env.reset(options={"instruction": "Name a bird."})
+    assert info["instruction"] == "Name a bird." and info["seed_id"] == "options"
+
+
+def test_seeded_reset_restarts_episode_count_and_request_seeds():
+    env, _ = make_env()
+    env.reset(seed=5)
+    first = env.step(0)[4]["rewrite"]
+    env.reset()
+    assert env.step(0)[4]["episode"] == 1
+    _, info = env.reset(seed=5)
+    assert info["episode"] == 0 and env.step(0)[4]["rewrite"] == first
+    assert derive_seed(5, 0, 0, "expert") != derive_seed(5, 1, 0, "expert")
+
+
+def test_vector_step_sends_one_batch_per_role():
+    engine = RecordingEngine()
+    client = LLMClient({"expert": engine, "reviewer": engine})
+    venv = InstructionMDPVectorEnv(ExperimentConfig().model_dump() | {"num_envs": 4},
+                                   client=client, embedder=HashEmbedder())
+    obs, infos = venv.reset(seed=1)
+    assert obs.shape == (4, 391) and venv.num_envs == 4
+    venv.step(np.array([0, 1, 2, 3]))
+    assert engine.chat_batches == [4] and engine.score_batches == [4]
+
+
+def test_vector_next_step_autoreset():
+    engine = RecordingEngine()
+    cfg = ExperimentConfig()
+    cfg.env.horizon = 1
+    venv = InstructionMDPVectorEnv(cfg.model_dump(), num_envs=2,
+                                   client=LLMClient({"expert": engine, "reviewer": engine}),
+                                   embedder=HashEmbedder())
+    venv.reset(seed=0)
+    _, _, term, trunc, _ = venv.step([0, 1])
+    assert trunc.tolist() == [True, True] and term.tolist() == [False, False]
+    obs, rewards, term, trunc, infos = venv.step([0, 1])  # actions ignored: sub-envs reset
+    assert rewards.tolist() == [0.0, 0.0] and not trunc.any()
+    assert engine.chat_batches == [2] and infos["episode"].tolist() == [1, 1]
+    assert obs[:, -1].tolist() == [0.0, 0.0]
+    venv.step([2, 3])
+    assert engine.chat_batches == [2, 2]
+
+
+def test_make_rllib_env_dispatches_on_num_envs(monkeypatch):
+    import envs.vector as vec
+
+    made = []
+    monkeypatch.setattr(vec, "InstructionMDPVectorEnv", lambda c: made.append(("vector", c)))
+    monkeypatch.setattr(vec, "InstructionMDPEnv", lambda c: made.append(("single", c)))
+    make_rllib_env({"num_envs": 3})
+    make_rllib_env({})
+    assert [m[0] for m in made] == ["vector", "single"]
+    assert experiment_config({"num_envs": 3, "seed": 9}).seed == 9
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"env": {"horizon": 0}}, "env.horizon"),
+    ({"env": {"horizn": 3}}, "env.horizn"),
+    ({"env": {"reward": {"novelty_pool_size": -1}}}, "env.reward.novelty_pool_size"),
+    ({"actions": {"operations": ["breadth", "breadth"]}}, "actions"),
+    ({"actions": {"operations": []}}, "actions"),
+])
+def test_bad_env_config_fails_before_any_model(data, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        InstructionMDPEnv(data, client=LLMClient({"expert": RecordingEngine()}))
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def seeded_cfg(path):
+    cfg = ExperimentConfig()
+    cfg.env.seed_file = str(path)
+    return cfg
+
+
+def test_missing_or_empty_seed_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SeedError, match="not found"):
+        make_env(seeded_cfg(tmp_path / "nope.jsonl"))
+    with pytest.raises(SeedError, match="no usable instruction"):
+        make_env(seeded_cfg(write_lines(tmp_path / "empty.jsonl", [])))
+    with pytest.raises(SeedError, match="no usable instruction"):
+        make_env(seeded_cfg(write_lines(tmp_path / "blank.jsonl", ["", "  ", ""])))
+
+
+def test_bad_seed_lines_are_skipped_and_reported(tmp_path):
+    path = write_lines(tmp_path / "mixed.jsonl", [
+        json.dumps({"instruction": "Name a river."}),
+        "",
+        "this is not json",
+        json.dumps({"instruction": "x" * 50_000}),
+        "   ",
+        json.dumps({"instruction": "Count to five."}),
+    ])
+    env, _ = make_env(seeded_cfg(path))
+    assert [s.instruction for s in env.seeds.seeds] == ["Name a river.", "Count to five."]
+    reasons = " ".join(r for _, r in env.seeds.skipped)
+    assert "not JSON" in reasons and "too long: 50000" in reasons
+    for seed in range(6):
+        assert env.reset(seed=seed)[1]["instruction"] in {"Name a river.", "Count to five."}
