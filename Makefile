@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/$(VENV)/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install quickstart test unit lint bench clean
+.PHONY: install quickstart test unit lint bench bench-sft clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/engine_batching.py
+
+# fine-tuning: DeepSpeed path vs a plain PyTorch loop, CPU (~10 min on 2 busy cores)
+bench-sft: install
+	$(BIN)/python benchmarks/sft_throughput.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -75,6 +75,8 @@ class FinetuneConfig(BaseModel):
         "trained on, or the base model's own")
     attn_implementation: Literal["sdpa", "eager"] = Field(
         "sdpa", description="attention kernel of the model")
+    mfu_peak_tflops: float = Field(989.0, gt=0, description="per-GPU peak (TFLOP/s) for the "
+                                   "MFU logged on GPUs; 989 = H100/H200 dense bf16 datasheet")
     master_port: int = Field(0, ge=0, le=65535, description="rendezvous port of the cpu/gpu "
                              "launch (0 = pick a free one)")
 

@@ -72,6 +72,8 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     model = eng.load_model(spec["model_path"], cfg, ds_config)
     engine = eng.build_engine(model, cfg, ds_config, total_steps, on_gpu)
 
+    # ZeRO-3 leaves empty placeholders in the module; ds_numel is the full size
+    n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
     ckpt_dir = out / "checkpoints"
     step, events = 0, []
     if spec.get("resume") and (ckpt_dir / "latest").is_file():
@@ -119,6 +121,9 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
                    "lr": lr,
                    "grad_norm": _float(engine.get_global_grad_norm()),
                    "tokens_per_s": float(acc[2]) / (now - t_last)}
+            if on_gpu:  # 6 * params * tokens FLOPs over the peak of every GPU in the job
+                row["mfu"] = 6 * n_params * row["tokens_per_s"] / (
+                    world * cfg["mfu_peak_tflops"] * 1e12)
             logger and logger.log(row)
             loss_sum.zero_()
             n_micro, n_tokens = 0, 0

@@ -139,15 +139,18 @@ def test_paused_run_resumes_at_next_step_with_the_same_optimizer_state(tiny_llam
     assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
 
 
-def test_zero3_two_processes_trains_and_saves_the_full_model(tiny_llama, tmp_path):
+def test_zero3_with_checkpointing_and_accumulation_saves_the_full_model(tiny_llama, tmp_path):
     import torch
 
     from teamsrl.finetune.launch import run_finetune
 
     out = tmp_path / "zero3"
-    summary = run_finetune(_config(tiny_llama, "finetune.zero_stage=3", "finetune.max_steps=3"),
+    summary = run_finetune(_config(tiny_llama, "finetune.zero_stage=3", "finetune.max_steps=3",
+                                   "finetune.gradient_checkpointing=true",
+                                   "finetune.gradient_accumulation_steps=2"),
                            str(FIXTURE), out)
     assert summary["zero_stage"] == 3 and summary["world_size"] == 2
+    assert summary["deepspeed_config"]["train_batch_size"] == 2 * 2 * 2  # micro x accum x world
     assert summary["optimizer"] == "DeepSpeedZeroOptimizer_Stage3"
     losses, _ = _metrics(out)
     assert losses[-1]["loss"] < losses[0]["loss"]
