@@ -92,6 +92,14 @@ def run_finetune(config, data: str, out: str | Path, resume: bool = False) -> di
     """Fine-tune `config.finetune.base_model` on `data` into `out`; returns the run summary."""
     ft = config.finetune
     out = Path(out).expanduser().resolve()
+    if ft.backend == "gpu":
+        import torch
+
+        n_gpu = torch.cuda.device_count()
+        if n_gpu < ft.num_processes:
+            raise ValueError(f"finetune.num_processes = {ft.num_processes} with backend 'gpu': "
+                             f"this machine has {n_gpu} CUDA GPU(s); expected at most {n_gpu}, "
+                             "or backend 'cpu' / 'ray'")
     if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise ValueError(f"--out {str(out)!r} already holds checkpoints; expected --resume to "
                          "continue that run, or a new --out")

@@ -75,12 +75,22 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     # ZeRO-3 leaves empty placeholders in the module; ds_numel is the full size
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
     ckpt_dir = out / "checkpoints"
+    # what fixes the data order and the schedule: a resumed run must agree on all of it
+    plan = {"per_device_batch_size": B, "gradient_accumulation_steps": ga, "world_size": world,
+            "total_steps": total_steps, "seed": spec["seed"], "train_examples": len(examples)}
     step, events = 0, []
     if spec.get("resume") and (ckpt_dir / "latest").is_file():
         path, client = engine.load_checkpoint(str(ckpt_dir))
         if path is None:
             raise RuntimeError(f"--resume: could not load the checkpoint named in "
                                f"{ckpt_dir / 'latest'}")
+        changed = {k: (v, plan[k]) for k, v in client.get("plan", {}).items() if plan[k] != v}
+        if changed:
+            raise RuntimeError("--resume: this run's settings differ from the checkpoint's: " +
+                               ", ".join(f"{k} = {new} (checkpoint: {old})"
+                                         for k, (old, new) in changed.items()) +
+                               "; expected the same batch, accumulation, processes, steps, "
+                               "seed and data")
         step = int(client["step"])
         events.append({"event": "resumed", "from_step": step, "checkpoint": str(path),
                        "optimizer_fingerprint": eng.optimizer_fingerprint(engine),
@@ -129,7 +139,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
             n_micro, n_tokens = 0, 0
             t_last = time.perf_counter()
         if step % cfg["save_steps"] == 0 or step == end:
-            _save_checkpoint(engine, ckpt_dir, step, cfg["keep_checkpoints"], rank)
+            _save_checkpoint(engine, ckpt_dir, step, plan, cfg["keep_checkpoints"], rank)
             t_last = time.perf_counter()
 
     finished = step >= total_steps  # False when stop_at_step paused the run
@@ -162,12 +172,14 @@ def _float(x) -> float | None:
     return None if x is None else float(x)
 
 
-def _save_checkpoint(engine, ckpt_dir: Path, step: int, keep: int, rank: int) -> None:
+def _save_checkpoint(engine, ckpt_dir: Path, step: int, plan: dict, keep: int,
+                     rank: int) -> None:
     from teamsrl.finetune.engine import optimizer_fingerprint
 
     fingerprint = optimizer_fingerprint(engine)
     engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}",
-                           client_state={"step": step, "optimizer_fingerprint": fingerprint})
+                           client_state={"step": step, "plan": plan,
+                                         "optimizer_fingerprint": fingerprint})
     import torch.distributed as dist
 
     dist.barrier()

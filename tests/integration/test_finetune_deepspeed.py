@@ -109,7 +109,7 @@ def test_zero2_two_processes_learns_and_saves_a_model_that_generates(tiny_llama,
 
 
 def test_paused_run_resumes_at_next_step_with_the_same_optimizer_state(tiny_llama, zero2_run,
-                                                                        tmp_path):
+                                                                        tmp_path, capfd):
     import torch
 
     from teamsrl.finetune.launch import run_finetune
@@ -120,6 +120,12 @@ def test_paused_run_resumes_at_next_step_with_the_same_optimizer_state(tiny_llam
     assert not first["finished"] and first["steps"] == PAUSE and not (out / "model").exists()
     with pytest.raises(ValueError, match="already holds checkpoints; expected --resume"):
         run_finetune(_config(tiny_llama), str(FIXTURE), out)
+
+    with pytest.raises(RuntimeError) as err:  # another batch size would replay other data
+        run_finetune(_config(tiny_llama, "finetune.per_device_batch_size=3"), str(FIXTURE), out,
+                     resume=True)
+    said = str(err.value) + capfd.readouterr().err
+    assert "per_device_batch_size = 3 (checkpoint: 2)" in said
 
     second = run_finetune(_config(tiny_llama), str(FIXTURE), out, resume=True)
     assert second["finished"] and second["steps"] == STEPS

@@ -155,3 +155,17 @@ def test_base_model_that_is_not_a_causal_lm_is_rejected(tmp_path):
         check_base_model(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         check_base_model(str(tmp_path / "missing"))
+
+
+def test_gpu_backend_without_enough_gpus_fails_before_anything_runs(tmp_path):
+    import torch
+
+    from teamsrl.config import load_config
+    from teamsrl.finetune.launch import run_finetune
+
+    n = torch.cuda.device_count()
+    config = load_config(None, ["finetune.backend=gpu", f"finetune.num_processes={n + 1}"])
+    with pytest.raises(ValueError, match=rf"num_processes = {n + 1} with backend 'gpu': this "
+                                         rf"machine has {n} CUDA GPU"):
+        run_finetune(config, str(FIXTURE), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
