@@ -58,25 +58,25 @@ class LLMClient:
         """A `ChatRequest` with the role's default sampling parameters."""
         return make_request(self.spec(role), messages, seed, **overrides)
 
-    def chat(self, role: str, requests: list[ChatRequest], stage: str | None = None
-             ) -> list[ChatResponse]:
+    def chat(self, role: str, requests: list[ChatRequest], stage: str | None = None,
+             node: str = "") -> list[ChatResponse]:
         """Complete a batch for `role`: cache first, then one engine batch for the misses."""
         engine = self.engine(role)
         return self._call(role, "chat", engine.model_id, requests, engine.generate, ChatResponse,
-                          lambda r: (r.prompt_tokens, r.completion_tokens), stage)
+                          lambda r: (r.prompt_tokens, r.completion_tokens), stage, node)
 
-    def score(self, role: str, requests: list[ScoreRequest], stage: str | None = None
-              ) -> list[ScoreResponse]:
+    def score(self, role: str, requests: list[ScoreRequest], stage: str | None = None,
+              node: str = "") -> list[ScoreResponse]:
         """Candidate log-probabilities for `role`, cached like chat calls."""
         engine = self.engine(role)
         return self._call(role, "score", engine.model_id, requests, engine.score, ScoreResponse,
-                          lambda r: (r.prompt_tokens, 0), stage)
+                          lambda r: (r.prompt_tokens, 0), stage, node)
 
     def count_tokens(self, role: str, text: str) -> int:
         """Tokens of `text` for the role's tokenizer."""
         return self.engine(role).count_tokens(text)
 
-    def _call(self, role, kind, model_id, requests, run, response_type, tokens, stage):
+    def _call(self, role, kind, model_id, requests, run, response_type, tokens, stage, node):
         if not requests:
             return []
         keys = [r.cache_key(model_id) for r in requests]
@@ -103,7 +103,7 @@ class LLMClient:
         completion_tokens = sum(tokens(r)[1] for r in fresh.values())
         self.ledger.record(role, kind, queries=len(fresh), cache_hits=len(requests) - len(fresh),
                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                           seconds=seconds, stage=stage)
+                           seconds=seconds, stage=stage, node=node)
         return out
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS calls (
     ts REAL NOT NULL,
     session TEXT NOT NULL,
     stage TEXT NOT NULL,
+    node TEXT NOT NULL DEFAULT '',
     role TEXT NOT NULL,
     kind TEXT NOT NULL,
     queries INTEGER NOT NULL,
@@ -62,6 +63,9 @@ class QueryLedger:
     def __init__(self, path: str | Path | None = None, stage: str = "default") -> None:
         self._store = SQLiteStore(path, _SCHEMA, "query ledger")
         self.path = self._store.path
+        columns = {row[1] for row in self._store.read("PRAGMA table_info(calls)")}
+        if "node" not in columns:  # a ledger written before per-node accounting
+            self._store.write("ALTER TABLE calls ADD COLUMN node TEXT NOT NULL DEFAULT ''", [()])
         self.stage = stage
         self.session = uuid.uuid4().hex
 
@@ -77,13 +81,16 @@ class QueryLedger:
         completion_tokens: int = 0,
         seconds: float = 0.0,
         stage: str | None = None,
+        node: str = "",
     ) -> None:
-        """Commit one call's counts (a batch counts each of its requests)."""
-        row = (time.time(), self.session, stage or self.stage, role, kind, queries, cache_hits,
-               failures, prompt_tokens, completion_tokens, seconds)
+        """Commit one call's counts (a batch counts each of its requests); `node` names the
+        Ray node the requests came from ("" = this process)."""
+        row = (time.time(), self.session, stage or self.stage, node, role, kind, queries,
+               cache_hits, failures, prompt_tokens, completion_tokens, seconds)
         self._store.write(
-            "INSERT INTO calls (ts, session, stage, role, kind, queries, cache_hits, failures,"
-            " prompt_tokens, completion_tokens, seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO calls (ts, session, stage, node, role, kind, queries, cache_hits,"
+            " failures, prompt_tokens, completion_tokens, seconds)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [row],
         )
 
@@ -103,6 +110,13 @@ class QueryLedger:
             f"SELECT role, {sums} FROM calls {clause} GROUP BY role ORDER BY role", tuple(args)
         )
         return {r[0]: RoleTotals(*r[1:6], seconds=float(r[6])) for r in rows}
+
+    def queries_by_node(self, stage: str | None = None) -> dict[str, int]:
+        """Queries sent per calling node (cache hits excluded), optionally of one stage."""
+        clause, args = ("WHERE stage = ?", (stage,)) if stage is not None else ("", ())
+        rows = self._store.read(
+            f"SELECT node, SUM(queries) FROM calls {clause} GROUP BY node ORDER BY node", args)
+        return {node: int(n) for node, n in rows}
 
     def session_totals(self) -> dict[str, RoleTotals]:
         """Totals of this process's calls only."""

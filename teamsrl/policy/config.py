@@ -18,6 +18,9 @@ class PolicyConfig(BaseModel):
                                          "requests reach the replica as one batch")
     num_cpus_per_env_runner: float = Field(0.0, ge=0, description="CPUs each runner reserves; "
                                            "0 on small machines so the LLM replica gets them")
+    custom_resources_per_env_runner: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per env runner, e.g. "
+        "{rollout_node: 0.01} to place runners on the nodes that have them")
     vectorize_mode: Literal["vector_entry_point", "sync"] = Field(
         "vector_entry_point", description="vector_entry_point batches the sub-envs' requests; "
         "sync steps them one by one (batches of 1)")

@@ -73,6 +73,7 @@ def build_ppo(config: ExperimentConfig, sample_timeout_s: float, seed: int):
             num_env_runners=p.num_env_runners,
             num_envs_per_env_runner=p.num_envs_per_env_runner,
             num_cpus_per_env_runner=p.num_cpus_per_env_runner,
+            custom_resources_per_env_runner=dict(p.custom_resources_per_env_runner),
             rollout_fragment_length=config.env.horizon,
             gym_env_vectorize_mode=p.vectorize_mode,
             sample_timeout_s=sample_timeout_s,
@@ -183,6 +184,8 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
         })
         (run_dir / "policy" / "ledger.json").write_text(json.dumps(
             {r: t.as_dict() for r, t in client.ledger.totals(stage=STAGE).items()}, indent=2))
+        (run_dir / "policy" / "serve-stats.json").write_text(
+            json.dumps(handle.stats.remote().result(), indent=2))
         return TrainResult(ckpt_dir / f"iter_{last:05d}", export, last, metrics)
     finally:
         from ray import serve
@@ -199,36 +202,57 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
 
 def _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total, progress,
                 summarize) -> tuple[int, dict]:
-    """Train `total` iterations after `start_iter`: log, guard against empty samples,
-    checkpoint every K and at the end."""
+    """Train `total` iterations after `start_iter`: log, checkpoint every K and at the end.
+
+    An iteration that sampled nothing (its env runners crashed) is not counted: the loop waits
+    for RLlib to restart them and runs that iteration again; 3 in a row fail the run.
+    """
     from tqdm import tqdm
 
     action_names = _action_names(config)
     metrics: dict = {}
     empty = 0
-    last = start_iter + total
-    bar = tqdm(range(start_iter + 1, last + 1), desc="train-policy", unit="iter",
-               disable=not progress)
-    for it in bar:
+    it, last = start_iter + 1, start_iter + total
+    bar = tqdm(total=total, desc="train-policy", unit="iter", disable=not progress)
+    while it <= last:
         result = algo.train()
         metrics = summarize(result, action_names)
-        if metrics["rollout/env_steps"] == 0:  # a crashed runner returns 0 steps silently
+        if not metrics["rollout/env_steps"] > 0:  # 0 or NaN: a crashed runner fails silently
             empty += 1
             if empty >= 3:
-                raise RuntimeError("3 iterations in a row sampled 0 env steps: the env "
-                                   "runners keep failing (see the Ray logs)")
-        else:
-            empty = 0
+                raise RuntimeError("3 attempts in a row sampled 0 env steps: the env runners "
+                                   "keep failing (see the Ray logs)")
+            log.warning("iteration %d sampled nothing; waiting for env runners to restart", it)
+            _wait_for_env_runners(algo, config.policy.num_env_runners)
+            continue
+        empty = 0
         metrics |= _ledger_metrics(client) | _health_metrics(result)
         sample_s = metrics.get("timing/sample_s") or float("nan")
         metrics["perf/env_steps_per_s"] = metrics["rollout/env_steps"] / sample_s
         metrics["iteration"] = it
         tracker.log(metrics, step=it)
+        bar.update()
         bar.set_postfix(ret=f"{metrics['rollout/return_mean']:.2f}",
                         expert=int(metrics["queries/expert"]))
         if it % config.policy.checkpoint_every == 0 or it == last:
             algo.save_to_path(str((ckpt_dir / f"iter_{it:05d}").resolve()))
+        it += 1
+    bar.close()
     return last, metrics
+
+
+def _wait_for_env_runners(algo, expected: int, timeout_s: float = 300.0) -> None:
+    """Poll until RLlib has brought the env runners back (restarted actors re-create envs)."""
+    group = algo.env_runner_group
+    if expected == 0 or group is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        algo.restore_env_runners(group)
+        if group.num_healthy_remote_workers() >= expected:
+            return
+        time.sleep(2.0)
+    raise RuntimeError(f"env runners did not come back within {timeout_s:.0f} s")
 
 
 def _action_names(config: ExperimentConfig) -> list[str]:
@@ -260,4 +284,5 @@ def _health_metrics(result: dict) -> dict[str, float]:
         "health/env_runner_restarts": float(fault.get("num_remote_worker_restarts", 0)),
         "health/healthy_env_runners": float(fault.get("num_healthy_workers",
                                                       group.get("num_healthy_workers", 0))),
+        "health/env_runners_dropped": float(fault.get("num_env_runners_dropped_lifetime", 0)),
     }

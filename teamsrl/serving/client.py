@@ -30,6 +30,10 @@ class RemoteLedger:
         return {r: RoleTotals(**{k: v for k, v in t.items() if k != "hit_rate"})
                 for r, t in raw.items()}
 
+    def queries_by_node(self, stage: str | None = None) -> dict[str, int]:
+        """Queries per calling Ray node id."""
+        return self._handle.ledger_by_node.remote(stage).result(timeout_s=self._timeout_s)
+
 
 class ServeLLMClient:
     """Same calls as `LLMClient` (chat, score, request, count_tokens), served remotely."""
@@ -42,6 +46,7 @@ class ServeLLMClient:
         self.timeout_s = timeout_s
         self.stage = stage
         self.ledger = RemoteLedger(handle, timeout_s)
+        self.node = _node_id()
 
     @classmethod
     def connect(cls, app_name: str, llm_config: LLMConfig, **kwargs) -> ServeLLMClient:
@@ -71,14 +76,16 @@ class ServeLLMClient:
              ) -> list[ChatResponse]:
         """All requests in flight at once, then gathered in order."""
         self.spec(role)
-        pending = [self.handle.chat.remote(role, r, stage or self.stage) for r in requests]
+        pending = [self.handle.chat.remote(role, r, stage or self.stage, self.node)
+                   for r in requests]
         return [p.result(timeout_s=self.timeout_s) for p in pending]
 
     def score(self, role: str, requests: list[ScoreRequest], stage: str | None = None
               ) -> list[ScoreResponse]:
         """All scoring requests in flight at once, then gathered in order."""
         self.spec(role)
-        pending = [self.handle.score.remote(role, r, stage or self.stage) for r in requests]
+        pending = [self.handle.score.remote(role, r, stage or self.stage, self.node)
+                   for r in requests]
         return [p.result(timeout_s=self.timeout_s) for p in pending]
 
     def count_tokens(self, role: str, text: str) -> int:
@@ -87,6 +94,12 @@ class ServeLLMClient:
 
     def close(self) -> None:
         """Nothing to close: the deployment owns the files."""
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 @cache

@@ -15,6 +15,9 @@ class ServeConfig(BaseModel):
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per replica (Ray sets torch's "
                             "threads to this)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray "
+                                        "resources per replica, e.g. {llm_node: 0.01} to pin "
+                                        "replicas to the nodes that have them")
     max_batch_size: int = Field(8, ge=1, description="requests per engine batch (@serve.batch)")
     batch_wait_timeout_s: float = Field(0.05, ge=0, description="how long a batch waits to fill")
     max_ongoing_requests: int = Field(32, ge=1, description="requests a replica accepts at once; "

@@ -51,21 +51,26 @@ class LLMServer:
         self.batch_sizes: Counter[int] = Counter()
 
     # -------------------------------------------------------------- handle API
-    async def chat(self, role: str, request: ChatRequest, stage: str | None = None
-                   ) -> ChatResponse:
-        """One chat completion; batched with whatever else is waiting."""
+    async def chat(self, role: str, request: ChatRequest, stage: str | None = None,
+                   node: str = "") -> ChatResponse:
+        """One chat completion; batched with whatever else is waiting. `node` is the caller's
+        Ray node id, for the per-node ledger."""
         self.client.engine(role)  # unknown role: fail this caller only
-        return await self._chat_batch((role, request, stage))
+        return await self._chat_batch((role, request, stage, node))
 
-    async def score(self, role: str, request: ScoreRequest, stage: str | None = None
-                    ) -> ScoreResponse:
+    async def score(self, role: str, request: ScoreRequest, stage: str | None = None,
+                    node: str = "") -> ScoreResponse:
         """One scoring request; batched with whatever else is waiting."""
         self.client.engine(role)
-        return await self._score_batch((role, request, stage))
+        return await self._score_batch((role, request, stage, node))
 
     def ledger_totals(self, stage: str | None = None) -> dict[str, dict]:
         """Per-role ledger totals (all callers), optionally of one stage."""
         return {r: t.as_dict() for r, t in self.client.ledger.totals(stage=stage).items()}
+
+    def ledger_by_node(self, stage: str | None = None) -> dict[str, int]:
+        """Queries per calling Ray node."""
+        return self.client.ledger.queries_by_node(stage)
 
     def stats(self) -> dict[str, Any]:
         """How full the engine batches were: {batch size: count}."""
@@ -84,15 +89,15 @@ class LLMServer:
         return await asyncio.to_thread(self._run, items, self.client.score)
 
     def _run(self, items: list[tuple], call) -> list:
-        """Group a batch by (role, stage) and send each group as one client call."""
+        """Group a batch by (role, stage, node); each group is one client call."""
         self.batch_sizes[len(items)] += 1
         out: list = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
-        for i, (role, _, stage) in enumerate(items):
-            groups.setdefault((role, stage), []).append(i)
-        for (role, stage), idx in groups.items():
-            for i, resp in zip(idx, call(role, [items[i][1] for i in idx], stage=stage),
-                               strict=True):
+        for i, (role, _, stage, node) in enumerate(items):
+            groups.setdefault((role, stage, node), []).append(i)
+        for (role, stage, node), idx in groups.items():
+            responses = call(role, [items[i][1] for i in idx], stage=stage, node=node)
+            for i, resp in zip(idx, responses, strict=True):
                 out[i] = resp
         return out
 
@@ -145,7 +150,8 @@ def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"
         num_replicas=serve_config.num_replicas,
         max_ongoing_requests=serve_config.max_ongoing_requests,
         ray_actor_options={"num_cpus": serve_config.num_cpus,
-                           "num_gpus": serve_config.num_gpus},
+                           "num_gpus": serve_config.num_gpus,
+                           "resources": dict(serve_config.resources)},
     ).bind(llm_config.model_dump(mode="json"), str(Path(run_dir).resolve()), stage,
            serve_config.max_batch_size, serve_config.batch_wait_timeout_s)
     return serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix)
