@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (a, s, _) in enumerate(jobs):
         op, r = actions[a], responses[i]
         reason = failed_evolution(s.instruction, r.text, rules,
-                                  template_texts=(op.example[1],) if op.example else ())
+                                  template_texts=op.prompt_texts())
         row = rows[op.name]
         row["n"] += 1
         row["failed"] += bool(reason)

@@ -186,7 +186,7 @@ class InstructionMDPEnv(gym.Env):
         p.rewrite = response.text
         p.rewrite_truncated = response.finish_reason == "length"
         p.failure = R.failed_evolution(p.before, p.rewrite, self.config.reward,
-                                       template_texts=(op.example[1],) if op.example else ())
+                                       template_texts=op.prompt_texts())
         if p.failure:
             return  # a failed rewrite is discarded: no reviewer query is spent on it
         p.verdict_request = R.verdict_request(p.before, p.rewrite)

@@ -13,6 +13,7 @@ token budget and the cut is recorded.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,37 +23,40 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 STOP = "stop"
 PLACEHOLDER = "instruction"
 
-_SYSTEM = "You rewrite instructions. {task} Reply with the new instruction only, nothing else."
+# Measured with benchmarks/evolution_failures.py: the task sentence next to the instruction in
+# the user turn (not in the system message) makes the 135M expert answer the seed less often.
+_SYSTEM = "You rewrite instructions. Reply with the rewritten instruction only."
+# The user message of a built-in operation; `{task}` is filled here, `{{instruction}}` per call.
+_USER = "{task}\nInstruction: {{instruction}}"
 
 _BUILTIN: dict[str, tuple[str, tuple[str, str]]] = {
     "breadth": (
-        "Write a brand-new instruction on the same topic, rarer, of similar length and difficulty.",
+        "Write a new, rarer instruction on the same topic, of similar length.",
         ("Name three fruits that are red.",
          "Describe how the colour of a tomato changes as it ripens."),
     ),
     "add_constraints": (
-        "Keep the instruction and add exactly one extra requirement of 10 to 20 words.",
+        "Add one extra requirement to this instruction.",
         ("Write a poem about autumn.",
          "Write a poem about autumn in exactly four lines, each line starting with the letter L."),
     ),
     "deepening": (
-        "Make the instruction ask for a deeper and broader answer on the same question.",
+        "Make this instruction ask for a deeper, broader answer.",
         ("Why is the sky blue?",
          "Explain why the sky is blue, and why sunsets turn red, using how light scatters in air."),
     ),
     "concretizing": (
-        "Replace general words in the instruction with specific, concrete ones.",
+        "Replace general words in this instruction with specific ones.",
         ("Suggest a good book to read.",
          "Suggest a science-fiction novel from the 1960s for a teenager who loves space travel."),
     ),
     "increase_reasoning_steps": (
-        "Make the instruction require several explicit reasoning steps.",
+        "Make this instruction require several reasoning steps.",
         ("How much is 15% of 80?",
          "Compute 15% of 80, then add 12, then explain each step of the calculation."),
     ),
     "complicate_input": (
-        "Add a small piece of structured input data, such as a table, list or code, to the "
-        "instruction.",
+        "Add a small table, list or code snippet to this instruction.",
         ("Find the cheapest item.",
          "Find the cheapest item in this table:\n| item | price |\n| pen | 2 |\n| book | 9 |"),
     ),
@@ -145,6 +149,15 @@ class Operation:
         """Whether taking this action sends a query to the expert."""
         return self.name != STOP
 
+    def prompt_texts(self) -> tuple[str, ...]:
+        """Texts of this prompt a rewrite must not copy: the example's answer and every sentence
+        of four or more words of the system message and the template."""
+        texts = [self.example[1]] if self.example else []
+        for part in (self.system or "", self.template.replace("{" + PLACEHOLDER + "}", "\n")):
+            texts += [t.strip() for t in re.split(r"(?<=[.!?:])\s+|\n", part)
+                      if len(t.split()) >= 4]
+        return tuple(texts)
+
 
 @dataclass(frozen=True)
 class RenderedPrompt:
@@ -192,7 +205,9 @@ class ActionSet:
     def from_config(cls, config: ActionSetConfig | None = None) -> ActionSet:
         """Build from config (default: the paper's six operations)."""
         config = config or ActionSetConfig()
-        ops = [Operation(n, system=_SYSTEM.format(task=_BUILTIN[n][0]), example=_BUILTIN[n][1])
+        ops = [Operation(n, template=_USER.format(task=_BUILTIN[n][0]),
+                         system=_SYSTEM.format(task=_BUILTIN[n][0]) if _SYSTEM else None,
+                         example=_BUILTIN[n][1])
                for n in config.operations]
         ops += [Operation(c.name, template=c.template, system=c.system) for c in config.custom]
         if config.include_stop:

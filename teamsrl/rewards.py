@@ -91,7 +91,7 @@ def failed_evolution(old: str, new: str, config: RewardConfig | None = None,
                      template_texts: Iterable[str] = ()) -> str:
     """The elimination rule `new` breaks as a short reason, or "" when it passes.
 
-    `template_texts` are texts from the prompt itself (e.g. its worked example) that a rewrite
+    `template_texts` are texts from the prompt itself (its example, its sentences) that a rewrite
     must not reproduce.
     """
     config = config or RewardConfig()
@@ -114,7 +114,7 @@ def failed_evolution(old: str, new: str, config: RewardConfig | None = None,
             return f"copies template: {marker!r}"
     for copied in template_texts:
         if copied and _normalise(copied) in norm:
-            return "copies the prompt's example"
+            return "copies the prompt's text"
     return ""
 
 

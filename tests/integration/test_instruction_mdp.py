@@ -163,3 +163,20 @@ def test_rollout_cli_smoke(tmp_path, capsys):
     assert "random policy: 2 episodes, 4 steps" in out
     assert "mean return" in out and "action counts:" in out
     assert "expert: 4 queries" in out
+
+
+def test_graded_rating_option_adds_one_reviewer_query(smollm2_engine, tmp_path):
+    cfg = small_config(tmp_path, horizon=1)
+    cfg.env.reward.graded_score = True
+    env = InstructionMDPEnv(cfg.model_dump(), client=client_for(smollm2_engine, cfg))
+    env.reset(seed=3, options={"instruction": "Write a poem about autumn."})
+    _, reward, _, trunc, info = env.step(env.actions.index("add_constraints"))
+    assert trunc is True
+    if info["failure"]:  # a discarded rewrite is neither judged nor rated
+        assert info["queries"]["reviewer"] == 0
+    else:
+        assert info["queries"]["reviewer"] == 2
+        assert info["graded_unparsed"] or 1 <= info["graded_score"] <= 10
+        assert reward == pytest.approx(sum(info["reward_components"].values()))
+        totals = env.client.ledger.session_totals()["reviewer"]
+        assert totals.queries == 2 and totals.completion_tokens > 0

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from teamsrl.actions import ActionSet
 from teamsrl.rewards import (
     VERDICT_CANDIDATES,
     RewardConfig,
@@ -56,12 +57,18 @@ def test_elimination_rules_table(old, new, expected):
         assert reason == "", (new[:60], reason)
 
 
-def test_rewrite_that_copies_the_prompts_example_fails():
-    example = "Describe how the colour of a tomato changes as it ripens."
-    assert failed_evolution("Name three fruits.", example, template_texts=[example]) == \
-        "copies the prompt's example"
+def test_rewrite_that_copies_the_prompts_text_fails():
+    op = ActionSet.from_config()[ActionSet.from_config().index("breadth")]
+    texts = op.prompt_texts()
+    assert op.example[1] in texts and len(texts) >= 2
+    example, task = op.example[1], texts[1]
+    for copy in (example, f"{task}\nName three tropical fruits.", example.upper()):
+        assert failed_evolution("Name three fruits.", copy, template_texts=texts).startswith(
+            "copies"), copy  # a template marker or the prompt's own text
+    assert failed_evolution("Sort it.", "Sort it. " + texts[-1], template_texts=texts,
+                            config=RewardConfig(template_markers=[])) == "copies the prompt's text"
     assert failed_evolution("Name three fruits.", "Name three tropical fruits.",
-                            template_texts=[example]) == ""
+                            template_texts=texts) == ""
 
 
 def test_length_limit_and_markers_come_from_config():
