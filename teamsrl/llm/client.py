@@ -127,12 +127,12 @@ def _from_dict(response_type, value: dict):
 
 
 def build_engine(spec: ModelSpec) -> LLMEngine:
-    """The engine a model spec names (locally: transformers)."""
-    if spec.engine == "vllm":
-        raise ValueError(
-            "llm.*.engine = 'vllm': vLLM runs only behind Ray Serve (`ray.serve.llm`) on GPU "
-            "clusters; for a local engine use 'transformers'"
-        )
+    """The engine a model spec names: a local transformers model or an OpenAI-compatible
+    server (vLLM behind `ray.serve.llm` on GPU clusters)."""
+    if spec.engine in ("openai", "vllm"):
+        from teamsrl.llm.openai_engine import OpenAIEngine
+
+        return OpenAIEngine.from_spec(spec)
     from teamsrl.llm.transformers_engine import TransformersEngine
 
     return TransformersEngine(spec.model, device=spec.device, dtype=spec.dtype,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from teamsrl.llm.embedded import SMOLLM2_ID
 
@@ -18,9 +18,18 @@ class ModelSpec(_Strict):
 
     model: str = Field(SMOLLM2_ID, description="`embedded:smollm2-135m-instruct`, a local HF "
                        "folder, or a local .gguf file (nothing is downloaded)")
-    engine: Literal["transformers", "vllm"] = Field(
-        "transformers", description="transformers (CPU/GPU, here) or vllm (GPU clusters, via "
-        "ray.serve.llm; untested on CPU machines)")
+    engine: Literal["transformers", "openai", "vllm"] = Field(
+        "transformers", description="transformers: a local model (CPU/GPU); openai: any "
+        "OpenAI-compatible server at base_url; vllm: the same client pointed at a "
+        "ray.serve.llm vLLM app (GPU clusters; untested on CPU machines)")
+    base_url: str | None = Field(None, description="openai/vllm engines: the server's /v1 URL, "
+                                 "e.g. http://127.0.0.1:8000/v1")
+    served_model: str | None = Field(None, description="openai/vllm engines: the model name "
+                                     "the server knows (default: `model`)")
+    api_key_env: str | None = Field(None, description="openai/vllm engines: the environment "
+                                    "variable holding the API key (keys never go in configs)")
+    tokenizer: str | None = Field(None, description="openai/vllm engines: a local tokenizer "
+                                  "folder for prompt budgets (default: `model` if local)")
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU")
@@ -31,6 +40,14 @@ class ModelSpec(_Strict):
     max_prompt_tokens: int = Field(
         384, ge=16, description="token budget of the instruction inside a prompt; longer "
         "instructions are truncated and the truncation recorded")
+
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> ModelSpec:
+        if self.engine != "transformers" and not self.base_url:
+            raise ValueError(f"engine = {self.engine!r}: expected base_url (the server's /v1 "
+                             "URL)")
+        return self
 
 
 class CacheConfig(_Strict):

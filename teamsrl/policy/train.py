@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gymnasium.vector import VectorWrapper
+
 from teamsrl.config import ExperimentConfig, dump_config
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,20 @@ def make_env(env_config):
     client = ServeLLMClient.connect(app, experiment.llm, stage=STAGE,
                                     timeout_s=experiment.serving.request_timeout_s)
     if "num_envs" in cfg:
-        return InstructionMDPVectorEnv(cfg, client=client)
+        return SpreadSeeds(InstructionMDPVectorEnv(cfg, client=client))
     return InstructionMDPEnv(experiment, client=client)
+
+
+class SpreadSeeds(VectorWrapper):
+    """RLlib seeds runner w with `seed + w` and a vector env gives sub-env i `seed + i`, so
+    runners would share sub-env seeds (and, through the cache, trajectories); resetting with
+    `seed * num_envs` keeps every (runner, sub-env) seed distinct."""
+
+    def reset(self, *, seed=None, options=None):
+        """Reset all sub-envs, spreading an int seed over runners."""
+        if isinstance(seed, int):
+            seed = seed * self.num_envs
+        return self.env.reset(seed=seed, options=options)
 
 
 def build_ppo(config: ExperimentConfig, sample_timeout_s: float, seed: int):

@@ -126,4 +126,4 @@ def test_evolve_command_rejects_bad_input_before_loading(tmp_path, capsys):
     assert "expected a non-empty instruction" in capsys.readouterr().err
     assert main(["evolve", "--instruction", "x", "--action", "breadth",
                  "--set", "llm.expert.engine=vllm", "--set", f"run_dir={tmp_path}"]) == 2
-    assert "vLLM runs only behind Ray Serve" in capsys.readouterr().err
+    assert "engine = 'vllm': expected base_url" in capsys.readouterr().err

@@ -80,6 +80,20 @@ def test_openai_package_gets_a_completion_from_loopback(ray_serve):
     assert ids == {"expert", "reviewer"}
 
 
+def test_openai_engine_over_http_gives_the_local_engines_texts(ray_serve, smollm2_engine):
+    """The engine the vLLM path uses, pointed at our own OpenAI route."""
+    from teamsrl.llm.openai_engine import OpenAIEngine
+    from teamsrl.llm.schema import ChatRequest
+
+    _, _, serve_config = ray_serve
+    engine = OpenAIEngine(f"http://127.0.0.1:{serve_config.http_port}/v1", "expert")
+    reqs = [ChatRequest(messages=[{"role": "user", "content": f"Name a river, number {i}."}],
+                        temperature=0.7, seed=900 + i, max_tokens=12) for i in range(3)]
+    remote = engine.generate(reqs)
+    assert [r.text for r in remote] == [r.text for r in smollm2_engine.generate(reqs)]
+    assert all(r.completion_tokens > 0 for r in remote)
+
+
 def test_serve_config_rejects_batches_that_cannot_fill():
     from pydantic import ValidationError
 

@@ -40,7 +40,8 @@ def test_overrides_parse_yaml_values(tmp_path):
          r"key 'llm.expert.max_batch_size' = -4: expected greater than or equal to 1"),
         (["llm.expert.temperature=9"],
          r"key 'llm.expert.temperature' = 9: expected less than or equal to 5"),
-        (["llm.expert.engine=tgi"], r"key 'llm.expert.engine' = 'tgi': .*'transformers' or 'vllm'"),
+        (["llm.expert.engine=tgi"],
+         r"key 'llm.expert.engine' = 'tgi': expected 'transformers', 'openai' or 'vllm'"),
         (["actions.operations=[breadth, breadth]"], r"duplicate action name\(s\) \['breadth'\]"),
         (["actions.operations=[]"], r"no operation; expected at least one"),
         (["actions.operations=[fly]"], r"unknown operation 'fly'"),
@@ -52,6 +53,7 @@ def test_overrides_parse_yaml_values(tmp_path):
         (["seed=-1"], r"key 'seed' = -1"),
         (["tracking.mode=sometimes"], r"key 'tracking.mode' = 'sometimes'"),
         (["novalue"], r"expected KEY=VALUE"),
+        (["llm.expert.engine=vllm"], r"engine = 'vllm': expected base_url"),
         (["llm.expert=3", "llm.expert.model=x"], r"llm.expert is 3, not a section"),
     ],
 )
@@ -87,9 +89,11 @@ def test_missing_config_file():
 )
 def test_templating_keeps_hostile_instructions_verbatim(instruction):
     actions = ActionSet.from_config()
-    for name in actions.names:
+    for i, name in enumerate(actions.names):
         prompt = actions.render(name, instruction)
-        assert prompt.messages[-1]["content"] == instruction and not prompt.truncated
+        prefix, suffix = actions[i].template.split("{instruction}")
+        assert prompt.messages[-1]["content"] == prefix + instruction + suffix
+        assert not prompt.truncated
 
 
 def test_custom_template_substitutes_once():
@@ -101,9 +105,12 @@ def test_custom_template_substitutes_once():
 
 def test_long_instruction_is_truncated_to_budget_and_recorded():
     text = "word " * 2000  # 10,000 characters
-    prompt = ActionSet.from_config().render("deepening", text, max_instruction_tokens=50)
+    actions = ActionSet.from_config()
+    prompt = actions.render("deepening", text, max_instruction_tokens=50)
     assert prompt.truncated and prompt.instruction_tokens <= 50
-    assert text.startswith(prompt.messages[-1]["content"])
+    prefix = actions[actions.index("deepening")].template.split("{instruction}")[0]
+    kept = prompt.messages[-1]["content"][len(prefix):]
+    assert 0 < len(kept) < len(text) and text.startswith(kept)
     kept, cut = truncate_to_tokens("a b c d", 2, lambda t: len(t.split()))
     assert (kept, cut) == ("a b ", True)
 
