@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=543, help="base sampling seed")
     p.add_argument("--cache", default=None, help="SQLite response cache (reruns cost nothing)")
     p.add_argument("--show", type=int, default=0, help="print N failed and N kept rewrites per op")
+    p.add_argument("--chunk", type=int, default=8, help="seeds per engine call (x operations)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is ~3x faster than 2 when another process is busy)")
     args = p.parse_args(argv)
@@ -79,10 +80,20 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((a, s, client.request(
                 "expert", list(prompt.messages), seed=derive_seed(args.seed, 0, a, s.id),
                 max_tokens=args.max_tokens, temperature=args.temperature)))
-    order = sorted(range(len(jobs)), key=lambda i: len(str(jobs[i][2].messages)))
-    start = time.perf_counter()
-    responses = dict(zip(order, client.chat("expert", [jobs[i][2] for i in order]), strict=True))
+    # Chunks of `--chunk` seeds (all operations), each sorted by prompt length and cached as it
+    # completes: an interrupted run resumes for free, and `--limit K` reuses the first K seeds.
+    from tqdm import tqdm
+
+    start, responses = time.perf_counter(), {}
+    per_op = len(seeds)
+    for lo in tqdm(range(0, per_op, args.chunk), unit="chunk", desc="rewrites"):
+        idx = [a * per_op + j for a in range(len(actions))
+               for j in range(lo, min(lo + args.chunk, per_op))]
+        idx.sort(key=lambda i: len(str(jobs[i][2].messages)))
+        out = client.chat("expert", [jobs[i][2] for i in idx])
+        responses.update(zip(idx, out, strict=True))
     seconds = time.perf_counter() - start
+    new_tokens = sum(r.completion_tokens for r in responses.values() if not r.cached)
     rules = RewardConfig()
     rows = {op.name: {"n": 0, "failed": 0, "cut": 0, "asks": 0, "reasons": Counter(),
                       "ex": ([], [])} for op in actions.operations}
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(jobs)} rewrites of {len(seeds)} seeds, max_tokens={args.max_tokens}, "
           f"temperature={args.temperature}, {seconds:.0f} s, "
           f"{sum(not r.cached for r in responses.values())} generated "
-          f"({sum(r.completion_tokens for r in responses.values() if not r.cached) / seconds:.0f}"
+          f"({new_tokens / max(seconds, 1e-9):.0f}"
           " tok/s), the rest from the cache")
     print(f"{'operation':26} {'n':>4} {'failed':>7}  {'cut':>5}  {'asks':>5}  reasons")
     total_n = total_f = 0
