@@ -51,10 +51,11 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     cfg, out = spec["config"], Path(spec["out"])
     if spec.get("torch_threads"):
         torch.set_num_threads(spec["torch_threads"])
+    if on_gpu:  # one GPU per process; a worker that sees only its own GPU uses device 0
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local if local < torch.cuda.device_count() else 0)
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    if on_gpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     torch.manual_seed(spec["seed"])
 
     tokenizer = AutoTokenizer.from_pretrained(spec["model_path"])
@@ -80,31 +81,19 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
             "total_steps": total_steps, "seed": spec["seed"], "train_examples": len(examples)}
     step, events = 0, []
     if spec.get("resume") and (ckpt_dir / "latest").is_file():
-        path, client = engine.load_checkpoint(str(ckpt_dir))
-        if path is None:
-            raise RuntimeError(f"--resume: could not load the checkpoint named in "
-                               f"{ckpt_dir / 'latest'}")
-        changed = {k: (v, plan[k]) for k, v in client.get("plan", {}).items() if plan[k] != v}
-        if changed:
-            raise RuntimeError("--resume: this run's settings differ from the checkpoint's: " +
-                               ", ".join(f"{k} = {new} (checkpoint: {old})"
-                                         for k, (old, new) in changed.items()) +
-                               "; expected the same batch, accumulation, processes, steps, "
-                               "seed and data")
-        step = int(client["step"])
-        events.append({"event": "resumed", "from_step": step, "checkpoint": str(path),
-                       "optimizer_fingerprint": eng.optimizer_fingerprint(engine),
-                       "saved_fingerprint": client.get("optimizer_fingerprint")})
+        step, resumed = _resume(engine, ckpt_dir, plan)
+        events.append(resumed)
 
-    logger = _Logger(out, spec, rank) if rank == 0 else None
-    for e in events:
-        logger and logger.event(e)
+    logger = _Logger(out, spec) if rank == 0 else None
+    if logger:
+        for e in events:
+            logger.event(e)
 
     def batches_from(micro: int):
         epoch, offset = divmod(micro, micro_per_epoch)
         while True:
-            plan = micro_batch_indices(len(examples), B, world, rank, spec["seed"], epoch)
-            for idx in plan[offset:]:
+            order = micro_batch_indices(len(examples), B, world, rank, spec["seed"], epoch)
+            for idx in order[offset:]:
                 yield epoch, collate([examples[i] for i in idx], pad_id)
             epoch, offset = epoch + 1, 0
 
@@ -134,7 +123,8 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
             if on_gpu:  # 6 * params * tokens FLOPs over the peak of every GPU in the job
                 row["mfu"] = 6 * n_params * row["tokens_per_s"] / (
                     world * cfg["mfu_peak_tflops"] * 1e12)
-            logger and logger.log(row)
+            if logger:
+                logger.log(row)
             loss_sum.zero_()
             n_micro, n_tokens = 0, 0
             t_last = time.perf_counter()
@@ -168,6 +158,27 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     return summary
 
 
+def _resume(engine, ckpt_dir: Path, plan: dict) -> tuple[int, dict]:
+    """Load the newest checkpoint (weights, optimizer, schedule); refuse a different plan."""
+    from teamsrl.finetune.engine import optimizer_fingerprint
+
+    path, client = engine.load_checkpoint(str(ckpt_dir))
+    if path is None:
+        raise RuntimeError(f"--resume: could not load the checkpoint named in "
+                           f"{ckpt_dir / 'latest'}")
+    changed = {k: (v, plan[k]) for k, v in client.get("plan", {}).items() if plan[k] != v}
+    if changed:
+        raise RuntimeError("--resume: this run's settings differ from the checkpoint's: " +
+                           ", ".join(f"{k} = {new} (checkpoint: {old})"
+                                     for k, (old, new) in changed.items()) +
+                           "; expected the same batch, accumulation, processes, steps, seed "
+                           "and data")
+    step = int(client["step"])
+    return step, {"event": "resumed", "from_step": step, "checkpoint": str(path),
+                  "optimizer_fingerprint": optimizer_fingerprint(engine),
+                  "saved_fingerprint": client.get("optimizer_fingerprint")}
+
+
 def _float(x) -> float | None:
     return None if x is None else float(x)
 
@@ -193,7 +204,7 @@ def _save_checkpoint(engine, ckpt_dir: Path, step: int, plan: dict, keep: int,
 class _Logger:
     """Rank 0's metrics: one JSON line per log step, mirrored to W&B unless disabled."""
 
-    def __init__(self, out: Path, spec: dict[str, Any], rank: int):
+    def __init__(self, out: Path, spec: dict[str, Any]):
         self.path = out / "metrics.jsonl"
         self.run = None
         tracking = spec.get("tracking") or {}
