@@ -36,14 +36,18 @@ def tiny_llama(tmp_path_factory) -> Path:
     return path
 
 
-def _config(base: Path, *overrides: str):
+def _overrides(base: Path, *extra: str) -> list[str]:
+    return [f"finetune.base_model={base}", "finetune.learning_rate=3e-3",
+            "finetune.weight_decay=0", f"finetune.max_steps={STEPS}",
+            f"finetune.save_steps={PAUSE}", "finetune.per_device_batch_size=2",
+            "finetune.max_length=128", "finetune.heldout_fraction=0.1", "tracking.mode=disabled",
+            *extra]
+
+
+def _config(base: Path, *extra: str):
     from teamsrl.config import load_config
 
-    return load_config(None, [
-        f"finetune.base_model={base}", "finetune.learning_rate=3e-3", "finetune.weight_decay=0",
-        f"finetune.max_steps={STEPS}", f"finetune.save_steps={PAUSE}",
-        "finetune.per_device_batch_size=2", "finetune.max_length=128",
-        "finetune.heldout_fraction=0.1", "tracking.mode=disabled", *overrides])
+    return load_config(None, _overrides(base, *extra))
 
 
 def _metrics(out: Path) -> tuple[list[dict], list[dict]]:
@@ -145,16 +149,19 @@ def test_paused_run_resumes_at_next_step_with_the_same_optimizer_state(tiny_llam
     assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
 
 
-def test_zero3_with_checkpointing_and_accumulation_saves_the_full_model(tiny_llama, tmp_path):
+def test_zero3_with_checkpointing_and_accumulation_saves_the_full_model(tiny_llama, tmp_path,
+                                                                        capsys):
     import torch
 
-    from teamsrl.finetune.launch import run_finetune
+    from teamsrl.cli import main
 
     out = tmp_path / "zero3"
-    summary = run_finetune(_config(tiny_llama, "finetune.zero_stage=3", "finetune.max_steps=3",
-                                   "finetune.gradient_checkpointing=true",
-                                   "finetune.gradient_accumulation_steps=2"),
-                           str(FIXTURE), out)
+    extra = ["finetune.zero_stage=3", "finetune.max_steps=3",
+             "finetune.gradient_checkpointing=true", "finetune.gradient_accumulation_steps=2"]
+    sets = [a for o in _overrides(tiny_llama, *extra) for a in ("--set", o)]
+    assert main(["finetune", "--data", str(FIXTURE), "--out", str(out), *sets]) == 0  # the CLI
+    assert f"model: {out / 'model'} (3 steps, ZeRO-3, world size 2)" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["zero_stage"] == 3 and summary["world_size"] == 2
     assert summary["deepspeed_config"]["train_batch_size"] == 2 * 2 * 2  # micro x accum x world
     assert summary["optimizer"] == "DeepSpeedZeroOptimizer_Stage3"
