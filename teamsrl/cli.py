@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations to run now (default: policy.iterations)")
     p.set_defaults(handler=_train_policy)
 
+    p = sub.add_parser("pipeline", help="run every stage in order (resumable)",
+                       description="Run the pipeline's stages in order under one run dir: "
+                                   "train-policy, then the random-policy baseline rollout "
+                                   "(generation, fine-tuning, evaluation and the report join as "
+                                   "they land). Finished stages are skipped on a rerun; an "
+                                   "interrupted policy training resumes from its checkpoint.")
+    _common(p)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. auto); default: start a local Ray")
+    p.set_defaults(handler=_pipeline)
+
     p = sub.add_parser("rollout", help="run the instruction MDP with a fixed policy",
                        description="Roll out the instruction MDP (expert rewrites, reviewer "
                                    "verdicts, rewards) with a uniformly random policy — the "
@@ -134,6 +145,14 @@ def _train_policy(args: argparse.Namespace) -> int:
           f"{int(m['queries/reviewer'])}")
     print(f"checkpoint: {result.checkpoint}")
     print(f"policy export: {result.export}")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from teamsrl.pipeline import run_pipeline
+
+    config = load_config(args.config, args.overrides)
+    run_pipeline(config, address=args.address)
     return 0
 
 

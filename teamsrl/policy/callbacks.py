@@ -54,6 +54,7 @@ def summarize(result: Mapping[str, Any], action_names: list[str]) -> dict[str, f
         out[f"actions/{name}"] = float(actions.get(name, 0.0))
     out["rollout/failure_rate"] = float(ours.get("failures", 0.0)) / steps if steps else 0.0
     timers = result.get("timers", {})
+    # RLlib's timers (smoothed over recent iterations)
     out["timing/sample_s"] = float(timers.get("env_runner_sampling_timer", float("nan")))
     out["timing/learn_s"] = float(timers.get("learner_update_timer", float("nan")))
     out["timing/iteration_s"] = float(result.get("time_this_iter_s", float("nan")))

@@ -58,7 +58,7 @@ class ExportedPolicy:
 
 def export_policy(algo, out_dir: str | Path, spec: dict) -> Path:
     """Write the algorithm's default RLModule and the spec (atomically replaced)."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # RLlib's save_to_path wants an absolute path (a URI)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

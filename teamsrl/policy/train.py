@@ -168,7 +168,10 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
         raise FileNotFoundError(f"--resume: no checkpoint under {ckpt_dir}; run without "
                                 "--resume first")
     start_iter = previous[1] if previous else 0
-    total = iterations or config.policy.iterations
+    total = config.policy.iterations if iterations is None else iterations
+    if total < 0 or (total == 0 and previous is None):
+        raise ValueError(f"iterations = {total}: expected >= 1 (0 only with --resume, to "
+                         "export the newest checkpoint)")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
 
@@ -224,7 +227,7 @@ def _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total, prog
     from tqdm import tqdm
 
     action_names = _action_names(config)
-    metrics: dict = {}
+    metrics = _last_logged(tracker)
     empty = 0
     it, last = start_iter + 1, start_iter + total
     bar = tqdm(total=total, desc="train-policy", unit="iter", disable=not progress)
@@ -241,8 +244,9 @@ def _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total, prog
             continue
         empty = 0
         metrics |= _ledger_metrics(client) | _health_metrics(result)
-        sample_s = metrics.get("timing/sample_s") or float("nan")
-        metrics["perf/env_steps_per_s"] = metrics["rollout/env_steps"] / sample_s
+        # RLlib's sampling timer is smoothed across iterations; the iteration's wall time is not
+        iteration_s = metrics.get("timing/iteration_s") or float("nan")
+        metrics["perf/env_steps_per_s"] = metrics["rollout/env_steps"] / iteration_s
         metrics["iteration"] = it
         tracker.log(metrics, step=it)
         bar.update()
@@ -253,6 +257,14 @@ def _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total, prog
         it += 1
     bar.close()
     return last, metrics
+
+
+def _last_logged(tracker) -> dict:
+    """The newest metrics row already logged (what a resume with 0 iterations reports)."""
+    if not tracker.jsonl.is_file():
+        return {}
+    lines = tracker.jsonl.read_text(encoding="utf-8").strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
 
 
 def _wait_for_env_runners(algo, expected: int, timeout_s: float = 300.0) -> None:
