@@ -73,7 +73,9 @@ def check_template(name: str, template: str) -> None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
-        raise ActionSetError(f"operation {name!r}: template is not a valid format string ({e})")
+        raise ActionSetError(
+            f"operation {name!r}: template is not a valid format string ({e})"
+        ) from None
     unknown = sorted({f for f in fields if f != PLACEHOLDER})
     if unknown:
         raise ActionSetError(
@@ -243,7 +245,8 @@ class ActionSet:
         if op.system:
             messages.append({"role": "system", "content": op.system})
         if op.example:
-            messages.append({"role": "user", "content": op.template.format(instruction=op.example[0])})
+            example = op.template.format(instruction=op.example[0])
+            messages.append({"role": "user", "content": example})
             messages.append({"role": "assistant", "content": op.example[1]})
         # format() substitutes the instruction as a value: braces inside it are not re-parsed.
         messages.append({"role": "user", "content": op.template.format(instruction=text)})
