@@ -42,6 +42,10 @@ class LLMClient:
         """The roles this client serves."""
         return sorted(self.engines)
 
+    def __deepcopy__(self, memo) -> LLMClient:
+        # A client is a handle on shared engines and files (gymnasium deep-copies env kwargs).
+        return self
+
     def engine(self, role: str) -> LLMEngine:
         """The engine of `role`; a clear error names the known roles."""
         try:
