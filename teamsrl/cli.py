@@ -24,6 +24,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(repeatable; VALUE is parsed as YAML)")
 
 
+def _address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. auto); default: start a local Ray")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -68,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "<run_dir>/policy/export, metrics to W&B (offline by "
                                    "default) and <run_dir>/train-policy-metrics.jsonl.")
     _common(p)
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join (e.g. auto); default: start a local Ray")
+    _address(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint with the next iteration")
     p.add_argument("--iterations", type=int, default=None,
@@ -83,8 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "they land). Finished stages are skipped on a rerun; an "
                                    "interrupted policy training resumes from its checkpoint.")
     _common(p)
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join (e.g. auto); default: start a local Ray")
+    _address(p)
     p.set_defaults(handler=_pipeline)
 
     p = sub.add_parser("rollout", help="run the instruction MDP with a fixed policy",

@@ -75,17 +75,16 @@ class ServeLLMClient:
     def chat(self, role: str, requests: list[ChatRequest], stage: str | None = None
              ) -> list[ChatResponse]:
         """All requests in flight at once, then gathered in order."""
-        self.spec(role)
-        pending = [self.handle.chat.remote(role, r, stage or self.stage, self.node)
-                   for r in requests]
-        return [p.result(timeout_s=self.timeout_s) for p in pending]
+        return self._gather(self.handle.chat, role, requests, stage)
 
     def score(self, role: str, requests: list[ScoreRequest], stage: str | None = None
               ) -> list[ScoreResponse]:
         """All scoring requests in flight at once, then gathered in order."""
+        return self._gather(self.handle.score, role, requests, stage)
+
+    def _gather(self, method, role: str, requests: list, stage: str | None) -> list:
         self.spec(role)
-        pending = [self.handle.score.remote(role, r, stage or self.stage, self.node)
-                   for r in requests]
+        pending = [method.remote(role, r, stage or self.stage, self.node) for r in requests]
         return [p.result(timeout_s=self.timeout_s) for p in pending]
 
     def count_tokens(self, role: str, text: str) -> int:
