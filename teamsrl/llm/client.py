@@ -91,8 +91,10 @@ class LLMClient:
                 out[i] = _from_dict(response_type, hits[k])
         todo = [i for i, o in enumerate(out) if o is None]
         # Identical requests inside one batch are sent once.
-        unique = list(dict.fromkeys(keys[i] for i in todo))
-        first = {k: next(i for i in todo if keys[i] == k) for k in unique}
+        first: dict[str, int] = {}  # key -> first request with it
+        for i in todo:
+            first.setdefault(keys[i], i)
+        unique = list(first)
         seconds, fresh = 0.0, {}
         if unique:
             start = time.perf_counter()

@@ -196,7 +196,8 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
         action_names = _action_names(config)
         export = export_policy(algo, run_dir / "policy" / "export", {
             "action_names": action_names, "embedder": config.env.embedder,
-            "horizon": config.env.horizon, "observation_size": _obs_size(config),
+            "horizon": config.env.horizon, "observation_size":
+            int(algo.get_module().observation_space.shape[0]),
             "iteration": last, "seed": config.seed, "hidden_sizes": config.policy.hidden_sizes,
         })
         (run_dir / "policy" / "ledger.json").write_text(json.dumps(
@@ -285,12 +286,6 @@ def _action_names(config: ExperimentConfig) -> list[str]:
     from teamsrl.actions import ActionSet
 
     return ActionSet.from_config(config.actions).names
-
-
-def _obs_size(config: ExperimentConfig) -> int:
-    from teamsrl.embeddings import shared_embedder
-
-    return shared_embedder(config.env.embedder).dim + len(_action_names(config)) + 1
 
 
 def _ledger_metrics(client) -> dict[str, float]:
