@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from envs.config import EnvConfig
 from teamsrl.actions import ActionSetConfig
 from teamsrl.finetune.config import FinetuneConfig
+from teamsrl.generation.config import GenerateConfig
 from teamsrl.llm.config import LLMConfig
 from teamsrl.policy.config import PolicyConfig
 from teamsrl.serving.config import ServeConfig
@@ -51,6 +52,9 @@ class ExperimentConfig(BaseModel):
                                  "the expert and reviewer (replicas, batching, HTTP route)")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="RLlib PPO policy "
                                  "training (stage 1)")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="dataset "
+                                     "generation from the policy or the random baseline "
+                                     "(stage 2)")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
                                      description="DeepSpeed ZeRO fine-tuning (stage 3)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="W&B")
