@@ -38,12 +38,17 @@ from teamsrl.actions import ActionSet
 from teamsrl.config import ExperimentConfig, validate
 from teamsrl.embeddings import Embedder, shared_embedder
 from teamsrl.llm.client import LLMClient, build_client
-from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
+from teamsrl.llm.engine import LLMTimeoutError
+from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest
 from teamsrl.seeds import SeedSet, load_seeds
 
 log = logging.getLogger(__name__)
 
 RLLIB_KEYS = ("num_envs",)
+# The failure reason of a step whose expert or verdict request timed out (after the serving
+# client's retries): the instruction is kept and the reward is a neutral 0 — an infrastructure
+# fault is not the policy's doing.
+TIMEOUT = "timeout"
 
 
 def experiment_config(config: Mapping | ExperimentConfig | None) -> ExperimentConfig:
@@ -81,6 +86,7 @@ class PendingStep:
     verdict: float = 0.0
     graded_request: ChatRequest | None = None
     graded: int | None = None
+    timeouts: int = 0
 
 
 class InstructionMDPEnv(gym.Env):
@@ -207,9 +213,13 @@ class InstructionMDPEnv(gym.Env):
             self._episode_vectors.append(vector)
             self._text = p.rewrite
         reviewer_queries = int(p.verdict_request is not None) + int(p.graded_request is not None)
-        parts = R.combine(cfg, verdict=p.verdict, novelty=nov, graded=R.graded_reward(p.graded),
-                          failed=bool(p.failure), expert_queries=int(not stop),
-                          reviewer_queries=reviewer_queries)
+        if p.failure == TIMEOUT:  # neutral: no verdict, novelty, penalty or cost
+            parts = R.combine(cfg, verdict=0.0, novelty=0.0, graded=0.0, failed=False,
+                              expert_queries=0, reviewer_queries=0)
+        else:
+            parts = R.combine(cfg, verdict=p.verdict, novelty=nov,
+                              graded=R.graded_reward(p.graded), failed=bool(p.failure),
+                              expert_queries=int(not stop), reviewer_queries=reviewer_queries)
         self._t += 1
         self._last_action = p.action
         terminated = stop
@@ -225,6 +235,7 @@ class InstructionMDPEnv(gym.Env):
             "reward_components": {k: v for k, v in parts.items() if k != "total"},
             "queries": {"expert": int(not stop), "reviewer": reviewer_queries},
             "prompt_truncated": p.prompt_truncated, "rewrite_truncated": p.rewrite_truncated,
+            "timeouts": p.timeouts,
         }
         obs = self._observation(self._episode_vectors[-1])
         return obs, parts["total"], bool(terminated), bool(truncated), info
@@ -248,7 +259,11 @@ class InstructionMDPEnv(gym.Env):
 
 def step_many(envs: Sequence[InstructionMDPEnv], actions: Sequence[Any]) -> list[tuple]:
     """Step several envs that share one client: all expert requests go out as ONE `chat` batch,
-    then all reviewer requests as ONE `score` batch (and one batch of ratings, if enabled)."""
+    then all reviewer requests as ONE `score` batch (and one batch of ratings, if enabled).
+
+    A request that timed out (the client raised `LLMTimeoutError`) fails only its own step: a
+    timed-out rewrite or verdict makes the step a failed evolution with reason `TIMEOUT` and a
+    neutral reward; a timed-out rating counts as unparsed (neutral 0)."""
     if not envs:
         return []
     client = envs[0].client
@@ -256,18 +271,35 @@ def step_many(envs: Sequence[InstructionMDPEnv], actions: Sequence[Any]) -> list
         raise ValueError("step_many: expected every env to share one LLMClient")
     pending = [env._plan(a) for env, a in zip(envs, actions, strict=True)]
     rewriting = [p for p in pending if p.expert is not None]
-    for p, response in zip(rewriting, client.chat("expert", [p.expert for p in rewriting]),
-                           strict=True):
+    for p, response in zip(rewriting, _answers(client.chat, "expert",
+                                               [p.expert for p in rewriting]), strict=True):
+        if response is None:
+            p.failure, p.timeouts = TIMEOUT, p.timeouts + 1
+            continue
         p.env._review(p, response)
     judged = [p for p in pending if p.verdict_request is not None]
-    scores: list[ScoreResponse] = client.score("reviewer", [p.verdict_request for p in judged])
+    scores = _answers(client.score, "reviewer", [p.verdict_request for p in judged])
     for p, s in zip(judged, scores, strict=True):
+        if s is None:
+            p.failure, p.timeouts = TIMEOUT, p.timeouts + 1
+            continue
         p.verdict = float(s.probabilities()[R.VERDICT_CANDIDATES.index("Not Equal")])
-    graded = [p for p in pending if p.graded_request is not None]
+    graded = [p for p in pending if p.graded_request is not None and p.failure != TIMEOUT]
     unparsed: set[int] = set()
-    for p, r in zip(graded, client.chat("reviewer", [p.graded_request for p in graded]),
-                    strict=True):
-        p.graded = R.parse_graded(r.text)
+    for p, r in zip(graded, _answers(client.chat, "reviewer",
+                                     [p.graded_request for p in graded]), strict=True):
+        if r is None:
+            p.timeouts += 1
+        p.graded = None if r is None else R.parse_graded(r.text)
         if p.graded is None:
             unparsed.add(id(p))
     return [p.env._finish(p, graded_unparsed=id(p) in unparsed) for p in pending]
+
+
+def _answers(call, role: str, requests: list) -> list:
+    """One batch's responses, `None` where a request timed out after the client's retries."""
+    try:
+        return call(role, requests)
+    except LLMTimeoutError as e:
+        log.warning("%s", e)
+        return e.partial

@@ -32,6 +32,8 @@ class InstructionMetrics(RLlibCallback):
             log((PREFIX, "actions", info["action_name"]), 1, reduce="sum")
             if info.get("failure"):
                 log((PREFIX, "failures"), 1, reduce="sum")
+            if info.get("timeouts"):
+                log((PREFIX, "timeouts"), int(info["timeouts"]), reduce="sum")
             for role, n in info.get("queries", {}).items():
                 log((PREFIX, "queries_by_env", role), int(n), reduce="sum")
 
@@ -53,6 +55,7 @@ def summarize(result: Mapping[str, Any], action_names: list[str]) -> dict[str, f
     for name in action_names:
         out[f"actions/{name}"] = float(actions.get(name, 0.0))
     out["rollout/failure_rate"] = float(ours.get("failures", 0.0)) / steps if steps else 0.0
+    out["rollout/llm_timeouts"] = float(ours.get("timeouts", 0.0))
     timers = result.get("timers", {})
     # RLlib's timers (smoothed over recent iterations)
     out["timing/sample_s"] = float(timers.get("env_runner_sampling_timer", float("nan")))

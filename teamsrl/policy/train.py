@@ -53,7 +53,8 @@ def make_env(env_config):
     app = cfg.pop(SERVE_APP_KEY)
     experiment = experiment_config({k: v for k, v in cfg.items() if k != "num_envs"})
     client = ServeLLMClient.connect(app, experiment.llm, stage=STAGE,
-                                    timeout_s=experiment.serving.request_timeout_s)
+                                    timeout_s=experiment.serving.request_timeout_s,
+                                    timeout_retries=experiment.serving.timeout_retries)
     if "num_envs" in cfg:
         return SpreadSeeds(InstructionMDPVectorEnv(cfg, client=client))
     return InstructionMDPEnv(experiment, client=client)
@@ -292,6 +293,8 @@ def _ledger_metrics(client) -> dict[str, float]:
     totals = client.ledger.totals(stage=STAGE)
     out = {f"queries/{role}": float(totals[role].queries if role in totals else 0)
            for role in ("expert", "reviewer")}
+    # requests dropped after timing out (serving.timeout_retries), every role together
+    out["queries/failed"] = float(sum(t.failures for t in totals.values()))
     hits = sum(t.cache_hits for t in totals.values())
     asked = hits + sum(t.queries for t in totals.values())
     out["cache/hit_rate"] = hits / asked if asked else 0.0

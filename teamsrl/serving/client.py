@@ -5,16 +5,27 @@ deployment separately (no HTTP hop) and all of a batch's requests are in flight 
 result is awaited, so the replica's `@serve.batch` sees them together. The cache and the ledger
 live in the deployment; `ledger.totals()` asks it. Token counting (for prompt budgets) uses the
 role's tokenizer, loaded locally.
+
+Timeouts: a request unanswered after `timeout_s` is cancelled and sent again up to
+`timeout_retries` times; then it is dropped, counted as a failure in the shared ledger, and the
+call raises `LLMTimeoutError` carrying the answers that did arrive (`envs.instruction_mdp`
+turns the dropped ones into failed steps). A caller never waits more than
+`(1 + timeout_retries) x timeout_s` per call.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import cache
 
 from teamsrl.llm.client import make_request
 from teamsrl.llm.config import LLMConfig, ModelSpec
+from teamsrl.llm.engine import LLMTimeoutError
 from teamsrl.llm.ledger import RoleTotals
 from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
+
+log = logging.getLogger(__name__)
 
 
 class RemoteLedger:
@@ -39,11 +50,12 @@ class ServeLLMClient:
     """Same calls as `LLMClient` (chat, score, request, count_tokens), served remotely."""
 
     def __init__(self, handle, llm_config: LLMConfig, timeout_s: float = 300.0,
-                 stage: str | None = None) -> None:
+                 stage: str | None = None, timeout_retries: int = 1) -> None:
         self.handle = handle
         self.specs: dict[str, ModelSpec] = {"expert": llm_config.expert,
                                             "reviewer": llm_config.reviewer}
         self.timeout_s = timeout_s
+        self.timeout_retries = timeout_retries
         self.stage = stage
         self.ledger = RemoteLedger(handle, timeout_s)
         self.node = _node_id()
@@ -74,18 +86,44 @@ class ServeLLMClient:
 
     def chat(self, role: str, requests: list[ChatRequest], stage: str | None = None
              ) -> list[ChatResponse]:
-        """All requests in flight at once, then gathered in order."""
-        return self._gather(self.handle.chat, role, requests, stage)
+        """All requests in flight at once, then gathered in order (`LLMTimeoutError` when some
+        got no answer within `timeout_s` after `timeout_retries` retries)."""
+        return self._gather(self.handle.chat, "chat", role, requests, stage)
 
     def score(self, role: str, requests: list[ScoreRequest], stage: str | None = None
               ) -> list[ScoreResponse]:
         """All scoring requests in flight at once, then gathered in order."""
-        return self._gather(self.handle.score, role, requests, stage)
+        return self._gather(self.handle.score, "score", role, requests, stage)
 
-    def _gather(self, method, role: str, requests: list, stage: str | None) -> list:
+    def _gather(self, method, kind: str, role: str, requests: list, stage: str | None) -> list:
         self.spec(role)
-        pending = [method.remote(role, r, stage or self.stage, self.node) for r in requests]
-        return [p.result(timeout_s=self.timeout_s) for p in pending]
+        stage = stage or self.stage
+        out: list = [None] * len(requests)
+        todo = list(range(len(requests)))
+        for _ in range(1 + self.timeout_retries):
+            pending = {i: method.remote(role, requests[i], stage, self.node) for i in todo}
+            deadline = time.monotonic() + self.timeout_s  # every request is in flight from here
+            todo = []
+            for i, p in pending.items():
+                try:
+                    out[i] = p.result(timeout_s=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    p.cancel()  # best effort: frees the replica's queue if it never started
+                    todo.append(i)
+            if not todo:
+                return out
+        self._record_failures(role, kind, len(todo), stage)
+        raise LLMTimeoutError(role, kind, out, self.timeout_s, 1 + self.timeout_retries)
+
+    def _record_failures(self, role: str, kind: str, n: int, stage: str | None) -> None:
+        """Count dropped requests in the shared ledger (a hung replica may not answer this
+        either: then only the log has it)."""
+        try:
+            self.handle.record_failures.remote(role, kind, n, stage, self.node).result(
+                timeout_s=min(self.timeout_s, 30.0))
+        except Exception as e:  # noqa: BLE001 - the caller's TimeoutError matters more
+            log.warning("could not count %d timed-out %s %s request(s) in the ledger: %s", n,
+                        role, kind, e)
 
     def count_tokens(self, role: str, text: str) -> int:
         """Tokens of `text` for the role's tokenizer (loaded here once)."""

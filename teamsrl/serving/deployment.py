@@ -68,6 +68,11 @@ class LLMServer:
         """Per-role ledger totals (all callers), optionally of one stage."""
         return {r: t.as_dict() for r, t in self.client.ledger.totals(stage=stage).items()}
 
+    def record_failures(self, role: str, kind: str, n: int, stage: str | None = None,
+                        node: str = "") -> None:
+        """Count `n` requests a caller dropped after timing out (`failures` in the ledger)."""
+        self.client.ledger.record(role, kind, queries=0, failures=n, stage=stage, node=node)
+
     def ledger_by_node(self, stage: str | None = None) -> dict[str, int]:
         """Queries per calling Ray node."""
         return self.client.ledger.queries_by_node(stage)
