@@ -58,7 +58,7 @@ def test_shipped_deepspeed_files_merge_and_fill(name, stage):
 
 
 def test_paper_experiment_validates_and_uses_zero3_offload():
-    config = load_config(ROOT / "experiments" / "finetune_paper_llama7b.yaml")
+    config = load_config(ROOT / "experiments" / "paper-llama7b.yaml")
     ft = config.finetune
     assert (ft.zero_stage, ft.offload, ft.backend, ft.learning_rate) == (3, True, "ray", 2e-5)
     ds = build_deepspeed_config(ft.model_dump() | {"deepspeed_config": str(
