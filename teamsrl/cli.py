@@ -80,6 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations to run now (default: policy.iterations)")
     p.set_defaults(handler=_train_policy)
 
+    p = sub.add_parser("generate", help="generate the dataset from the policy or the random "
+                       "baseline", description="Evolve every seed instruction for env.horizon "
+                       "steps with the trained policy's operations (or uniformly random ones: "
+                       "WizardLM's Evol-Instruct baseline), drop failed evolutions, let the "
+                       "expert answer the kept instructions, remove near-duplicates and write "
+                       "rows.jsonl, data.jsonl, dataset/, summary.json and a dataset card under "
+                       "<run_dir>/generate/<policy|random> (or --out). Rerun the same command "
+                       "after a crash: finished seeds are kept, cached queries are not re-sent.")
+    _common(p)
+    _address(p)
+    p.add_argument("--policy", required=True, metavar="RUN_DIR|EXPORT|random",
+                   help="a trained policy (its run dir, policy/export or the export folder) or "
+                        "`random` for the Evol-Instruct baseline")
+    p.add_argument("--seeds", default=None, metavar="FILE",
+                   help="seed instructions (JSONL/JSON/CSV or a saved datasets folder; column "
+                        "env.seed_column); default: env.seed_file, else the bundled 175 tasks")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: <run_dir>/generate/<policy|random>)")
+    p.set_defaults(handler=_generate)
+
+    p = sub.add_parser("compare", help="compare two generation runs side by side",
+                       description="Rows kept, expert and reviewer requests (generation, policy "
+                                   "training and total), requests per kept row, ledger queries "
+                                   "and cache hits, diversity (mean pairwise embedding distance, "
+                                   "distinct-2) and drop reasons of two `teamsrl generate` "
+                                   "output folders, recomputed from their files.")
+    p.add_argument("run_a", metavar="RUN_A", help="a generation output folder")
+    p.add_argument("run_b", metavar="RUN_B", help="another generation output folder")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(handler=_compare)
+
     p = sub.add_parser("pipeline", help="run every stage in order (resumable)",
                        description="Run the pipeline's stages in order under one run dir: "
                                    "train-policy, then the random-policy baseline rollout "
@@ -151,6 +182,29 @@ def _train_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from teamsrl.generation.run import run_generation
+
+    config = load_config(args.config, args.overrides)
+    s = run_generation(config, args.policy, args.out, args.seeds, address=args.address)
+    drops = ", ".join(f"{k} {v}" for k, v in s["drops"].items()) or "none"
+    print(f"{s['rows_kept']} rows kept of {s['rows_total']} from {s['seeds']} seeds; dropped: "
+          f"{drops}; expert requests {s['queries']['expert']}, reviewer requests "
+          f"{s['queries']['reviewer']}; diversity {s['diversity']['mean_pairwise_distance']:.4f}")
+    print(f"dataset: {s['out']}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from teamsrl.generation.compare import compare_table, run_stats
+
+    a, b = run_stats(args.run_a), run_stats(args.run_b)
+    print(json.dumps({"a": a, "b": b}, indent=2) if args.json else compare_table(a, b))
+    return 0
+
+
 def _pipeline(args: argparse.Namespace) -> int:
     from teamsrl.pipeline import run_pipeline
 
@@ -175,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ConfigError, ValueError, OSError, RuntimeError) as e:  # OSError: files, timeouts
         print(f"teamsrl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,160 @@
+"""Generation's filters and bookkeeping: near-duplicate removal, failed-evolution drops, the
+row log's crash recovery, forced actions. The engine here is deterministic (the properties are
+about which rows are dropped and counted, not about text quality); MiniLM is the real one."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from teamsrl.config import load_config
+from teamsrl.generation.filters import deduplicate, distinct_n, mean_pairwise_distance
+from teamsrl.generation.run import BatchGenerator, Chooser, RowLog
+from teamsrl.llm.client import LLMClient
+from teamsrl.llm.schema import ChatResponse, ScoreResponse
+from teamsrl.seeds import Seed
+
+
+def _row(seed_index: int, step: int, text: str) -> dict:
+    return {"row_id": f"s{seed_index}/{step}", "seed_index": seed_index, "step": step,
+            "instruction": text, "input": ""}
+
+
+BASE = [
+    "Write a short poem about the sea at night, mentioning the moon and two ships.",
+    "Explain how photosynthesis converts light into chemical energy in plant cells.",
+    "List five practical tips for learning a new programming language quickly.",
+    "Describe the causes of the French Revolution in three paragraphs.",
+    "Compute the area of a triangle with sides 3, 4 and 5 and show each step.",
+]
+
+
+@pytest.fixture(scope="module")
+def encode():
+    from teamsrl.embeddings import shared_embedder
+
+    return shared_embedder().encode
+
+
+def test_minhash_drops_planted_near_duplicates_in_any_order(encode):
+    rows = [_row(i, 1, t) for i, t in enumerate(BASE)]
+    # planted: the same text with one word changed (high Jaccard), later in seed order
+    rows.append(_row(10, 1, BASE[0].replace("two", "three")))
+    rows.append(_row(11, 2, BASE[3]))  # an exact copy
+    results = set()
+    for trial in range(5):
+        shuffled = rows[:]
+        random.Random(trial).shuffle(shuffled)  # shards finishing in another order
+        kept, dropped = deduplicate(shuffled, 0.5, 128, None)
+        results.add((tuple(r["row_id"] for r in kept),
+                     tuple(sorted((r["row_id"], why) for r, why in dropped))))
+    assert len(results) == 1
+    (kept_ids, drops), = results
+    assert kept_ids == ("s0/1", "s1/1", "s2/1", "s3/1", "s4/1")
+    assert drops == (("s10/1", "near-duplicate (minhash) of s0/1"),
+                     ("s11/2", "near-duplicate (minhash) of s3/1"))
+
+
+def test_embedding_dedup_drops_paraphrases_in_any_order(encode):
+    rows = [_row(i, 1, t) for i, t in enumerate(BASE)]
+    # a paraphrase shares few word 3-grams (MinHash misses it) but means the same
+    rows.append(_row(7, 1, "Explain the way photosynthesis turns light into chemical energy "
+                           "inside the cells of plants."))
+    outcomes = set()
+    for trial in range(4):
+        shuffled = rows[:]
+        random.Random(trial).shuffle(shuffled)
+        kept_mh, _ = deduplicate(shuffled, 0.5, 128, None)
+        assert len(kept_mh) == 6  # MinHash alone keeps the paraphrase
+        kept, dropped = deduplicate(shuffled, 0.5, 128, 0.85, encode)
+        outcomes.add((tuple(r["row_id"] for r in kept),
+                      tuple((r["row_id"], why) for r, why in dropped)))
+    assert outcomes == {(("s0/1", "s1/1", "s2/1", "s3/1", "s4/1"),
+                         (("s7/1", "near-duplicate (embedding) of s1/1"),))}
+
+
+def test_diversity_measures():
+    assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
+    v = np.eye(3, dtype=np.float32)
+    assert mean_pairwise_distance(v) == pytest.approx(1.0)
+    assert mean_pairwise_distance(np.stack([v[0], v[0]])) == pytest.approx(0.0)
+
+
+class PlantedEngine:
+    """Rewrites that fail the elimination rules for every other request; fine answers."""
+
+    model_id = "planted"
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            prompt = r.messages[-1]["content"]
+            if "#Given Prompt#" in prompt or "Rewritten" in prompt or len(r.messages) > 1:
+                bad = r.seed % 2 == 0
+                text = "I'm sorry, I cannot do that." if bad else \
+                    f"Variant {r.seed}: describe the topic in depth with {r.seed % 97} examples."
+            else:
+                text = f"Here is a detailed answer number {r.seed}."
+            out.append(ChatResponse(text, 12, 9))
+        return out
+
+    def score(self, requests):
+        return [ScoreResponse((-1.0, -0.5), (1, 2), 9) for _ in requests]
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+def test_failed_evolutions_dropped_with_reason_counted(tmp_path):
+    config = load_config(None, [f"run_dir={tmp_path}", "env.horizon=3",
+                                "generate.batch_seeds=4"])
+    engine = PlantedEngine()
+    client = LLMClient({"expert": engine, "reviewer": engine})
+    gen = BatchGenerator(config, "random", client, "generate-random")
+    batch = [(i, Seed(f"s{i}", f"Write a story about animal number {i}.")) for i in range(4)]
+    rows = gen.run(batch)
+    assert len(rows) == 12
+    failed = [r for r in rows if r["failure"]]
+    assert failed, "the planted apologies must fail some evolutions"
+    for r in failed:
+        assert not r["kept"] and r["drop_reason"] == "failed evolution: apology"
+        assert r["output"] == "" and r["queries"]["expert"] == 1  # no answer is paid for
+    for r in rows:
+        if r["kept"]:
+            assert r["output"].startswith("Here is a detailed answer")
+            assert r["queries"]["expert"] == 2
+    # the instruction an episode continues from never is a failed rewrite
+    by_seed = {}
+    for r in sorted(rows, key=lambda r: (r["seed_index"], r["step"])):
+        by_seed.setdefault(r["seed_id"], []).append(r)
+    assert all(len(v) == 3 for v in by_seed.values())
+
+
+def test_forced_actions_and_validation(tmp_path):
+    names = ["breadth", "add_constraints", "deepening", "concretizing",
+             "increase_reasoning_steps", "complicate_input"]
+    config = load_config(None, ["generate.forced_actions={1: breadth, 3: deepening}"])
+    chooser = Chooser(config, names, "random")
+    obs = np.zeros((3, 10), np.float32)
+    assert chooser.choose(["a", "b", "c"], 1, obs) == [0, 0, 0]
+    assert chooser.choose(["a", "b", "c"], 3, obs) == [2, 2, 2]
+    # random steps depend only on (run seed, seed id, step): not on batch-mates
+    assert chooser.choose(["a", "b"], 2, obs[:2])[1] == chooser.choose(["z", "b"], 2, obs[:2])[1]
+    bad = load_config(None, ["generate.forced_actions={2: widen}"])
+    with pytest.raises(ValueError, match=r"generate.forced_actions\[2\] = 'widen'"):
+        Chooser(bad, names, "random")
+
+
+def test_row_log_recovers_from_a_torn_write(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    log = RowLog(path)
+    log.append([{"kind": "row", "seed_id": "a", "row_id": "a/1"}], ["a"])
+    with path.open("a") as f:  # a batch that died mid-write: rows without seed_done, torn line
+        f.write(json.dumps({"kind": "row", "seed_id": "b", "row_id": "b/1"}) + "\n")
+        f.write('{"kind": "row", "seed_id": "b", "ro')
+    again = RowLog(path)
+    assert again.done == {"a"} and [r["row_id"] for r in again.rows] == ["a/1"]
+    assert path.read_text().count("\n") == 2  # the unfinished seed's records are gone
