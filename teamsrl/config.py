@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from envs.config import EnvConfig
 from teamsrl.actions import ActionSetConfig
+from teamsrl.evaluate.config import EvaluateConfig
 from teamsrl.finetune.config import FinetuneConfig
 from teamsrl.generation.config import GenerateConfig
 from teamsrl.llm.config import LLMConfig
@@ -57,6 +58,8 @@ class ExperimentConfig(BaseModel):
                                      "(stage 2)")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
                                      description="DeepSpeed ZeRO fine-tuning (stage 3)")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="lm-eval "
+                                     "tasks and the membership-inference attack (stage 4)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="W&B")
 
 
@@ -69,8 +72,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({_one_line(e)})") from None
     return key.strip().split("."), value
+
+
+def _one_line(error: Exception) -> str:
+    """A multi-line parser message (YAML's points at the column) on one line."""
+    return " ".join(str(error).split())
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -102,7 +110,7 @@ def read_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r}: invalid YAML ({e})") from None
+        raise ConfigError(f"config file {str(path)!r}: invalid YAML ({_one_line(e)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -137,7 +145,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             lines.append(f"unknown key {key!r} (value {value!r}); check the spelling or "
                          "remove it")
         else:
-            shown = repr(value) if not isinstance(value, dict) else "{...}"
+            shown = repr(value)  # a section given where a value belongs shows too
             if len(shown) > 80:
                 shown = shown[:77] + "..."
             msg = err["msg"].replace("Input should be", "expected").replace("Value error, ", "")

@@ -41,9 +41,9 @@ class Tracker:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Record one step's metrics (NaNs are dropped from W&B, kept as null in JSONL)."""
         clean = {k: v for k, v in metrics.items() if not _is_nan(v)}
-        with self.jsonl.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **{k: (None if _is_nan(v) else v)
-                                                 for k, v in metrics.items()}}) + "\n")
+        line = json.dumps({"step": step, **{k: (None if _is_nan(v) else v)
+                                            for k, v in metrics.items()}}) + "\n"
+        append_line(self.jsonl, line)
         if self.run is not None:
             self.run.log(clean, step=step)
 
@@ -52,6 +52,28 @@ class Tracker:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+class MetricsWriteError(RuntimeError):
+    """A metrics line could not be written (disk full, read-only run dir)."""
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one whole line or nothing: a failed write (e.g. disk full) is cut back to the
+    previous end, so earlier lines stay intact and no half line is left for a resume to trip on."""
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+    except OSError as e:
+        try:
+            if path.exists() and path.stat().st_size > size:
+                os.truncate(path, size)
+        except OSError:
+            pass
+        raise MetricsWriteError(f"metrics file {str(path)!r}: write failed ({e.strerror or e}); "
+                                f"the {size} bytes written before are intact") from e
 
 
 def _is_nan(value: Any) -> bool:

@@ -81,8 +81,13 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
             ds = ds["train"]
         return [dict(r) for r in ds]
     rows = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{str(p)!r} line {n}: not UTF-8 text (byte {e.start}); "
+                                   "expected JSON lines") from None
             if not line.strip():
                 continue
             try:
@@ -130,12 +135,24 @@ def row_id(row: dict[str, str]) -> str:
 
 def split_rows(rows: list[dict[str, str]], heldout_fraction: float, seed: int
                ) -> tuple[list[int], list[int]]:
-    """Deterministic (train indices, held-out indices); at least one training row stays."""
-    order = list(range(len(rows)))
+    """Deterministic (train indices, held-out indices); at least one training row stays.
+
+    Identical rows (same `row_id`) always land on the same side: a held-out row that was also
+    trained on would be a member posing as a non-member in the membership attack.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row_id(row), []).append(i)
+    order = list(groups.values())  # without duplicates: one index per group, as before
     random.Random(seed).shuffle(order)
-    n_held = int(round(len(rows) * heldout_fraction))
-    n_held = min(n_held, len(rows) - 1)
-    return sorted(order[n_held:]), sorted(order[:n_held])
+    n_held = min(int(round(len(rows) * heldout_fraction)), len(rows) - 1)
+    held: list[int] = []
+    for group in order:
+        if len(held) + len(group) > n_held:
+            break
+        held += group
+    held_set = set(held)
+    return [i for i in range(len(rows)) if i not in held_set], sorted(held)
 
 
 @dataclass

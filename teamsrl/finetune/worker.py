@@ -220,8 +220,9 @@ class _Logger:
                                   resume="allow", dir=str(out), config=spec["config"])
 
     def log(self, row: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        from teamsrl.tracking import append_line
+
+        append_line(self.path, json.dumps(row) + "\n")  # a whole line or nothing (disk full)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items()), flush=True)
         if self.run is not None:
@@ -229,8 +230,9 @@ class _Logger:
                          step=row["step"])
 
     def event(self, row: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        from teamsrl.tracking import append_line
+
+        append_line(self.path, json.dumps(row) + "\n")
 
     def close(self) -> None:
         if self.run is not None:

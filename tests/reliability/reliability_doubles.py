@@ -106,3 +106,25 @@ class ThreadHandle:
         self.record_failures = _Method(self.pool, lambda role, kind, n, stage, node:
                                        client.ledger.record(role, kind, queries=0, failures=n,
                                                             stage=stage, node=node))
+
+
+class FixedReplyEngine:
+    """Every chat request gets `reply`; every verdict the same log-probabilities."""
+
+    model_id = "fixed-reply"
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.generated = self.scored = 0
+
+    def generate(self, requests):
+        self.generated += len(requests)
+        return [ChatResponse(self.reply, 12, len(self.reply.split()), "length")
+                for _ in requests]
+
+    def score(self, requests):
+        self.scored += len(requests)
+        return [ScoreResponse((-2.0, -0.5), (1, 2), 9) for _ in requests]
+
+    def count_tokens(self, text):
+        return len(text.split())
