@@ -101,15 +101,18 @@ class LLMClient:
             results = run([requests[first[k]] for k in unique])
             seconds = time.perf_counter() - start
             fresh = dict(zip(unique, results, strict=True))
-            if self.cache is not None:
-                self.cache.put_many({k: asdict(v) for k, v in fresh.items()})
-        for i in todo:
-            out[i] = fresh[keys[i]]
         prompt_tokens = sum(tokens(r)[0] for r in fresh.values())
         completion_tokens = sum(tokens(r)[1] for r in fresh.values())
-        self.ledger.record(role, kind, queries=len(fresh), cache_hits=len(requests) - len(fresh),
-                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                           seconds=seconds, stage=stage, node=node)
+        try:
+            if self.cache is not None and fresh:
+                self.cache.put_many({k: asdict(v) for k, v in fresh.items()})
+        finally:  # a cache that cannot be written (disk full) must not hide spent queries
+            self.ledger.record(role, kind, queries=len(fresh),
+                               cache_hits=len(requests) - len(fresh),
+                               prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                               seconds=seconds, stage=stage, node=node)
+        for i in todo:
+            out[i] = fresh[keys[i]]
         return out
 
     def close(self) -> None:

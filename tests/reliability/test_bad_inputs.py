@@ -439,19 +439,27 @@ def _fill_then_full(store_owner, write):
     return str(err.value)
 
 
-@case("disk-full-cache", "the disk fills while the cache writes a batch (SQLITE_FULL)",
-      "`LLM cache '...': write failed (database or disk is full)`; the batch is rolled back, "
-      "every earlier entry intact, writes work again once space is freed")
+@case("disk-full-cache", "the disk fills while the cache stores an engine batch (SQLITE_FULL)",
+      "`LLM cache <path>: write failed (database or disk is full)`; the batch is rolled back, "
+      "every earlier entry intact, the spent queries still reach the ledger (they were lost: "
+      "fixed), writes work again once space is freed")
 def _(tmp_path, capsys):
     from teamsrl.llm.cache import ResponseCache
+    from teamsrl.llm.client import LLMClient
+    from teamsrl.llm.ledger import QueryLedger
 
     path = tmp_path / "llm-cache.sqlite"
     cache = ResponseCache(path)
     cache.put_many({f"k{i}": {"text": "x" * 100} for i in range(50)})
-    msg = _fill_then_full(cache, lambda: cache.put_many(
-        {f"big{i}": {"text": "y" * 5000} for i in range(50)}))
+    engine = FixedReplyEngine("y" * 5000)
+    client = LLMClient({"expert": engine}, cache=cache,
+                       ledger=QueryLedger(tmp_path / "ledger.sqlite"))
+    requests = [client.request("expert", [{"role": "user", "content": f"q{i}"}], seed=i)
+                for i in range(50)]
+    msg = _fill_then_full(cache, lambda: client.chat("expert", requests))
     assert msg == f"LLM cache {path}: write failed (database or disk is full)"
-    assert len(cache) == 50 and not cache.get_many(["big0"])
+    assert len(cache) == 50 and engine.generated == 50
+    assert client.ledger.totals()["expert"].queries == 50  # spent, so counted
     cache.put_many({"after": {"text": "z"}})
     cache.close()
     reopened = ResponseCache(path)
@@ -460,7 +468,7 @@ def _(tmp_path, capsys):
 
 
 @case("disk-full-ledger", "the disk fills while the ledger commits a call (SQLITE_FULL)",
-      "`query ledger '...': write failed (database or disk is full)`; earlier rows intact")
+      "`query ledger <path>: write failed (database or disk is full)`; earlier rows intact")
 def _(tmp_path, capsys):
     from teamsrl.llm.ledger import QueryLedger
 
