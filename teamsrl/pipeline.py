@@ -2,10 +2,13 @@
 
     teamsrl pipeline --config experiments/quickstart.yaml [--address auto]
 
-Stages now: train-policy (RLlib PPO over the Serve app) -> baseline-rollout (the random,
-Evol-Instruct policy on the same MDP, for comparison). Generation, fine-tuning, evaluation and
-the report join as their issues land. A finished stage is recorded in `<run_dir>/pipeline.json`
-and skipped on a rerun; an interrupted train-policy resumes from its newest checkpoint.
+Stages: train-policy (RLlib PPO over the Serve app; Serve and a Ray this command started are
+shut down at its end, which frees the small machine for what follows) -> generate-policy (the
+dataset from the trained policy) -> generate-random (WizardLM's Evol-Instruct baseline on the same
+seeds, for comparison) -> finetune (DeepSpeed ZeRO on the policy's dataset). A finished stage is
+recorded in `<run_dir>/pipeline.json` and skipped on a rerun; an interrupted stage resumes:
+train-policy from its newest checkpoint, generation from rows.jsonl, fine-tuning from its newest
+DeepSpeed checkpoint.
 """
 
 from __future__ import annotations
@@ -33,19 +36,34 @@ def _train_policy(config: ExperimentConfig, address: str | None) -> str:
             f"{result.iterations} iterations, {int(m.get('queries/expert', 0))} expert queries")
 
 
-def _baseline_rollout(config: ExperimentConfig, address: str | None) -> str:
-    from teamsrl.rollout import run_rollout
+def _generate(policy: str) -> Callable[[ExperimentConfig, str | None], str]:
+    def stage(config: ExperimentConfig, address: str | None) -> str:
+        from teamsrl.generation.run import run_generation
 
-    episodes = max(config.policy.num_envs_per_env_runner, 8)
-    summary = run_rollout(config, "random", episodes, config.policy.num_envs_per_env_runner)
-    report = Path(config.run_dir) / "baseline-rollout.txt"
-    report.write_text(summary.report() + "\n")
-    return f"random policy over {episodes} episodes: see {report}"
+        source = config.run_dir if policy == "policy" else "random"
+        s = run_generation(config, source, address=address)
+        return (f"{s['rows_kept']} rows kept of {s['rows_total']}, {s['queries']['expert']} "
+                f"expert requests, diversity {s['diversity']['mean_pairwise_distance']:.3f}: "
+                f"{s['out']}")
+
+    return stage
+
+
+def _finetune(config: ExperimentConfig, address: str | None) -> str:
+    from teamsrl.finetune.launch import run_finetune
+
+    out = Path(config.run_dir) / "finetune"
+    resume = (out / "checkpoints" / "latest").is_file()
+    s = run_finetune(config, str(Path(config.run_dir) / "generate" / "policy"), str(out),
+                     resume=resume)
+    return f"{s['steps']} steps, ZeRO-{s['zero_stage']}: {s['model_dir']}"
 
 
 STAGES: list[tuple[str, Callable[[ExperimentConfig, str | None], str]]] = [
     ("train-policy", _train_policy),
-    ("baseline-rollout", _baseline_rollout),
+    ("generate-policy", _generate("policy")),
+    ("generate-random", _generate("random")),
+    ("finetune", _finetune),
 ]
 
 
