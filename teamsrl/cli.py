@@ -121,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     _address(p)
     p.set_defaults(handler=_pipeline)
 
+    p = sub.add_parser("sweep", help="Ray Tune over action sets (train + generate per trial)",
+                       description="Run one Ray Tune trial per action set of a sweep YAML "
+                                   "(experiments/sweep-action-sets.yaml): a short policy "
+                                   "training and a small generation each, one W&B group, then "
+                                   "a table with one row per trial: return, queries per kept "
+                                   "row, diversity. --set overrides apply to every trial.")
+    _common(p)
+    _address(p)
+    p.set_defaults(handler=_sweep)
+
     p = sub.add_parser("rollout", help="run the instruction MDP with a fixed policy",
                        description="Roll out the instruction MDP (expert rewrites, reviewer "
                                    "verdicts, rewards) with a uniformly random policy — the "
@@ -210,6 +220,18 @@ def _pipeline(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     run_pipeline(config, address=args.address)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from teamsrl.sweep import load_sweep, run_sweep
+
+    if not args.config:
+        raise ValueError("--config: expected a sweep YAML, e.g. "
+                         "experiments/sweep-action-sets.yaml")
+    sweep, experiments = load_sweep(args.config, args.overrides)
+    rows = run_sweep(sweep, experiments, address=args.address)
+    print(f"{len(rows)} trials; results: {sweep.run_dir}/sweep-results.txt")
     return 0
 
 
