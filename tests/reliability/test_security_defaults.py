@@ -1,0 +1,187 @@
+"""Security defaults: listeners bind loopback, API keys never reach what we write.
+
+- `init_ray` starts Ray without a dashboard; the Serve HTTP proxy binds `serving.http_host`
+  (127.0.0.1 by default). A socket-level check (psutil) lists every TCP port the Ray session
+  listens on: the Serve port is loopback-only, no dashboard listens, and the listeners on all
+  interfaces belong only to Ray's own daemons (GCS, raylet/object manager, ...), as the README
+  says.
+- A key planted in the variable named by `api_key_env` is used (a local OpenAI-compatible
+  server sees it) but appears in no file under the run dir: config dump, W&B offline run,
+  metrics JSONL, LLM cache, ledger, the RLlib config that checkpoints store, logs.
+  TODO(generation): extend the grep to `teamsrl generate`'s artefacts (rows.jsonl, data.jsonl,
+  dataset/, the dataset card) with an openai-engine run against this fake server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from teamsrl.config import dump_config, load_config
+
+KEY_ENV = "TEAMSRL_RELIABILITY_API_KEY"
+
+
+def test_local_ray_starts_without_dashboard_and_serve_defaults_to_loopback(monkeypatch):
+    import ray
+
+    from teamsrl.raycluster import init_ray
+    from teamsrl.serving.config import ServeConfig
+
+    seen: dict = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    init_ray(None, num_cpus=2)
+    assert seen["include_dashboard"] is False and seen["address"] is None
+    assert ServeConfig().http_host == "127.0.0.1"
+    assert "0.0.0.0" in str(load_config(None, ["serving.http_host=0.0.0.0"]).serving.http_host)
+
+
+def _listeners() -> list[tuple[str, int, int, str, str]]:
+    """(address, port, pid, process name, command line) of every listening TCP socket."""
+    import psutil
+
+    out = []
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status != psutil.CONN_LISTEN or c.pid is None:
+            continue
+        try:
+            proc = psutil.Process(c.pid)
+            name, cmd = proc.name(), " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        out.append((c.laddr.ip, c.laddr.port, c.pid, name, cmd))
+    return out
+
+
+def _session_pids() -> set[int]:
+    """This test process's Ray session: the processes started under our GCS/raylet."""
+    import psutil
+
+    me = psutil.Process()
+    pids = {p.pid for p in me.children(recursive=True)}
+    return pids
+
+
+@pytest.mark.integration
+def test_serve_http_listens_on_loopback_only_and_no_dashboard(ray_serve):
+    _, _, serve_config = ray_serve
+    ours = _session_pids()
+    mine = [entry for entry in _listeners() if entry[2] in ours]
+    _record_listeners(mine)
+    assert mine, "no listener found for this Ray session"
+    serve_port = [e for e in mine if e[1] == serve_config.http_port]
+    assert serve_port and {e[0] for e in serve_port} == {"127.0.0.1"}, serve_port
+    assert not [e for e in mine if e[1] == 8265], mine  # no dashboard web UI / REST API
+    assert not [e for e in mine if e[3] == "ray::DashboardHead" or "dashboard.py" in e[4]], mine
+    # what still binds every interface: Ray's own gRPC servers (GCS, raylet, object manager,
+    # each worker's core-worker server, the dashboard agent's gRPC port); see the README
+    wildcard = [e for e in mine if e[0] in ("0.0.0.0", "::")]
+    assert all(_is_ray_internal(e) for e in wildcard), wildcard
+
+
+def _is_ray_internal(entry) -> bool:
+    name, cmdline = entry[3], entry[4]
+    return name in ("gcs_server", "raylet") or name.startswith("ray::") or "/ray/" in cmdline
+
+
+def _record_listeners(listeners) -> None:
+    """Print the listener table (the README's list comes from this output)."""
+    for ip, port, pid, name, cmd in sorted(listeners, key=lambda e: (e[3], e[1])):
+        print(f"listener {name[:40]:>40} pid {pid:>7} {ip}:{port}  {cmd[:90]}")
+
+
+# ------------------------------------------------------------------------------ API keys
+class _FakeOpenAI(BaseHTTPRequestHandler):
+    """`POST /v1/chat/completions` answering "A rewritten instruction."; records headers."""
+
+    auth_headers: list[str] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length))
+        type(self).auth_headers.append(self.headers.get("Authorization", ""))
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant",
+                                          "content": "A rewritten instruction."}}],
+                 "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_openai():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _FakeOpenAI.auth_headers = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def _files_holding(root: Path, secret: str) -> list[str]:
+    needle = secret.encode()
+    return [str(p.relative_to(root)) for p in sorted(root.rglob("*"))
+            if p.is_file() and needle in p.read_bytes()]
+
+
+def test_planted_api_key_is_used_but_written_nowhere(tmp_path, fake_openai, monkeypatch):
+    from teamsrl.llm.client import build_client
+    from teamsrl.llm.ledger import format_totals
+    from teamsrl.policy.train import build_ppo
+    from teamsrl.tracking import Tracker
+
+    secret = f"sk-planted-{uuid.uuid4().hex}"
+    monkeypatch.setenv(KEY_ENV, secret)
+    run = tmp_path / "run"
+    config = load_config(None, [
+        f"run_dir={run}", "tracking.mode=offline", "llm.expert.engine=openai",
+        f"llm.expert.base_url={fake_openai}", f"llm.expert.api_key_env={KEY_ENV}",
+        "llm.expert.served_model=fake", "llm.reviewer.engine=openai",
+        f"llm.reviewer.base_url={fake_openai}", f"llm.reviewer.api_key_env={KEY_ENV}"])
+    run.mkdir()
+    log_file = run / "debug.log"  # everything logged, at DEBUG, by us and the HTTP stack
+    handler = logging.FileHandler(log_file)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        (run / "config.yaml").write_text(dump_config(config))
+        client = build_client(config.llm, run, stage="security")
+        request = client.request("expert", [{"role": "user", "content": "Rewrite: hi"}], seed=3)
+        (reply,) = client.chat("expert", [request])
+        (run / "ledger.txt").write_text(format_totals(client.ledger.totals()))
+        client.close()
+        tracker = Tracker(config, "security")
+        tracker.log({"queries/expert": 1.0}, step=1)
+        tracker.finish()
+        # what RLlib stores in every checkpoint: the algorithm config with the env config
+        ppo = build_ppo(config, sample_timeout_s=60, seed=1)
+        (run / "algorithm-config.json").write_text(json.dumps(ppo.to_dict(), default=repr))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+    assert reply.text == "A rewritten instruction."
+    assert _FakeOpenAI.auth_headers == [f"Bearer {secret}"]  # the key was really used
+    written = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert any(w.startswith("wandb/") for w in written) and "llm-cache.sqlite" in written
+    assert _files_holding(run, secret) == [], written
+    assert KEY_ENV in (run / "config.yaml").read_text()  # the variable's name, not its value
+    assert secret not in os.environ.get("WANDB_CONFIG", "")
