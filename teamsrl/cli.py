@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(experiments/sweep-action-sets.yaml): a short policy "
                                    "training and a small generation each, one W&B group, then "
                                    "a table with one row per trial: return, queries per kept "
-                                   "row, diversity. --set overrides apply to every trial.")
+                                   "row, diversity. --set overrides apply to every trial; "
+                                   "--set run_dir=, name=, max_concurrent_trials=, "
+                                   "trial_cpus= set the sweep's own keys.")
     _common(p)
     _address(p)
     p.set_defaults(handler=_sweep)

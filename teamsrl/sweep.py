@@ -33,6 +33,7 @@ from teamsrl.config import (
     ExperimentConfig,
     apply_overrides,
     format_validation_error,
+    parse_override,
     read_yaml,
     validate,
 )
@@ -48,6 +49,7 @@ COLUMNS = [("trial", "trial", "{}"), ("actions", "num_actions", "{}"),
                                                                  "{:.3f}"),
            ("train q", "train_queries", "{}"), ("s", "seconds", "{:.0f}")]
 ROW_KEYS = {key for _, key, _ in COLUMNS} | {"actions", "dataset"}
+SWEEP_KEYS = {"name", "run_dir", "max_concurrent_trials", "trial_cpus"}
 
 
 class TrialSpec(BaseModel):
@@ -92,19 +94,24 @@ class SweepConfig(BaseModel):
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None
                ) -> tuple[SweepConfig, dict[str, ExperimentConfig]]:
-    """The sweep and every trial's validated experiment config (CLI `--set`s apply to all)."""
+    """The sweep and every trial's validated experiment config. CLI `--set`s apply to every
+    trial, except those of the sweep's own keys (`SWEEP_KEYS`), which set the sweep's."""
     from pydantic import ValidationError
 
     path = Path(path)
+    # `--set run_dir=...` (and the other sweep-level keys) set the sweep's own field: every
+    # trial's run_dir and name are derived from the sweep's
+    own = [o for o in overrides or [] if parse_override(o)[0][0] in SWEEP_KEYS]
+    for_trials = [o for o in overrides or [] if o not in own]
     try:
-        sweep = SweepConfig.model_validate(read_yaml(path))
+        sweep = SweepConfig.model_validate(apply_overrides(read_yaml(path), own))
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(path))) from None
     base = read_yaml(path.parent / sweep.base) if sweep.base else {}
     experiments = {}
     for trial in sweep.trials:
         data = apply_overrides(json.loads(json.dumps(base)),
-                               [*sweep.set, *(overrides or []), *trial.set])
+                               [*sweep.set, *for_trials, *trial.set])
         data["actions"] = trial.actions.model_dump(mode="json")
         data["name"] = f"{sweep.name}-{trial.name}"
         data["run_dir"] = str(Path(sweep.run_dir) / trial.name)

@@ -71,6 +71,12 @@ def test_sweep_yaml_validates_every_trial():
     assert "breadth" not in experiments["no-breadth"].actions.operations
     assert experiments["custom"].actions.custom[0].name == "add_audience"
 
+    sweep, experiments = load_sweep(EXPERIMENTS / "sweep-action-sets.yaml", [
+        "run_dir=/shared/sweep", "max_concurrent_trials=2", "policy.iterations=1"])
+    assert sweep.run_dir == "/shared/sweep" and sweep.max_concurrent_trials == 2
+    assert experiments["depth-only"].run_dir == "/shared/sweep/depth-only"
+    assert {e.policy.iterations for e in experiments.values()} == {1}
+
 
 def test_serve_vllm_config_passes_rays_serve_schemas():
     from ray.serve.schema import ServeDeploySchema
