@@ -1,0 +1,76 @@
+"""A Serve replica SIGKILLed while a vector step's requests are in flight.
+
+Measured on Ray 2.60: Serve starts a new replica (it reloads the model and reopens the same cache
+and ledger files) and its handle re-sends the requests the dead replica held, so the step
+completes with every rewrite answered — no timeout, no failed step — about 35 s later on 2
+busy cores, and nothing already in the ledger is lost. Had the new replica taken longer than
+`serving.request_timeout_s`, the timeout policy (test_llm_timeouts.py) would apply.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+from reliability_doubles import HashEmbedder
+
+from envs.instruction_mdp import InstructionMDPEnv, step_many
+from teamsrl.serving.client import ServeLLMClient
+
+pytestmark = pytest.mark.integration
+
+
+def _replica_pids(app: str) -> list[int]:
+    """The app's replica processes of THIS test session's Ray (other Ray sessions on the
+    machine may run an app of the same name)."""
+    pids = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if f"ServeReplica:{app}:" in p.name() + " ".join(p.cmdline()):
+                pids.append(p.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve):
+    handle, config, serve_config = ray_serve
+    client = ServeLLMClient(handle, config.llm, timeout_s=120, stage="replica-kill",
+                            timeout_retries=2)
+    before = client.ledger.totals()
+    (old_pid,) = _replica_pids(serve_config.app_name)
+    envs = [InstructionMDPEnv(config.model_dump(), client=client, embedder=HashEmbedder(),
+                              default_seed=i) for i in range(4)]
+    stamp = time.time_ns()
+    for i, env in enumerate(envs):
+        env.reset(options={"instruction": f"Plan a trip number {i} to a lake ({stamp})."})
+    killed: list[int] = []
+
+    def killer():
+        time.sleep(1.0)  # the batch is in the engine by now (never cached: new texts)
+        os.kill(old_pid, signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    thread = threading.Thread(target=killer, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    results = step_many(envs, [0, 1, 2, 3])
+    end = time.monotonic()
+    elapsed = end - start
+    thread.join(5)
+    assert len(killed) == 1 and killed[0] < end  # killed while the step was in flight
+    (new_pid,) = _replica_pids(serve_config.app_name)
+    assert new_pid != old_pid
+    infos = [r[4] for r in results]
+    print("replica kill: step took", round(elapsed, 1), "s;",
+          [(i["failure"], i["timeouts"]) for i in infos])
+    assert all(i["failure"] != "timeout" for i in infos), infos  # retried, answered
+    after = client.ledger.totals()
+    for role, t in before.items():  # the ledger file survived the replica: nothing lost
+        assert after[role].queries >= t.queries and after[role].cache_hits >= t.cache_hits
+    expert_before = before["expert"].queries if "expert" in before else 0
+    assert after["expert"].queries >= expert_before + 4  # the rewrites, answered after the kill
