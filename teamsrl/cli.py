@@ -65,6 +65,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the newest checkpoint in --out")
     p.set_defaults(handler=_finetune)
 
+    p = sub.add_parser("evaluate", help="lm-eval scores and membership-inference AUC",
+                       description="Evaluate a fine-tuned model with lm-evaluation-harness "
+                                   "(default: teamsrl's offline smoke tasks, which are NOT the "
+                                   "benchmarks; with a hub: arc_challenge 25-shot, hellaswag "
+                                   "10-shot, acc_norm) and, for a `teamsrl finetune` folder, a "
+                                   "loss-based membership attack (train rows vs held-out rows; "
+                                   "AUC 0.5 = members cannot be told apart). Writes "
+                                   "OUT/results.json, OUT/mia.json, OUT/mia-roc.png and logs "
+                                   "to W&B (offline by default).")
+    _common(p)
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="a `teamsrl finetune` --out folder (model/ + split/), or any Hugging "
+                        "Face causal-LM folder (no attack then); default: <run_dir>/finetune")
+    p.add_argument("--tasks", default=None, metavar="T1,T2",
+                   help="comma-separated lm-eval task names (sets evaluate.tasks), e.g. "
+                        "teamsrl_arc_smoke,teamsrl_hellaswag_smoke")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N examples of each task (sets evaluate.limit)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: <run_dir>/eval, where `teamsrl report` looks)")
+    p.set_defaults(handler=_evaluate)
+
+    p = sub.add_parser("report", help="one Markdown page with the run's figures",
+                       description="Draw a run on one page: PPO return and reward components, "
+                                   "action distribution, diversity vs expert queries (policy vs "
+                                   "random baseline), SFT loss, eval scores, membership-attack "
+                                   "ROC. Reads whatever stages have written under RUN_DIR (a "
+                                   "missing input skips its figure with a note) and writes "
+                                   "RUN_DIR/report/report.md + PNGs; logs them to W&B.")
+    _common(p)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (config run_dir)")
+    p.set_defaults(handler=_report)
+
     p = sub.add_parser("train-policy", help="train the rewriting policy with RLlib PPO",
                        description="Train the instruction-rewriting policy with RLlib PPO. The "
                                    "expert and reviewer run as a Ray Serve app; env runners "
@@ -174,6 +207,33 @@ def _finetune(args: argparse.Namespace) -> int:
     print(f"model: {summary['model_dir']} ({summary['steps']} steps, ZeRO-"
           f"{summary['zero_stage']}, world size {summary['world_size']}); held-out rows: "
           f"{summary['split']['heldout_rows']} in {summary['split']['heldout_file']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from teamsrl.evaluate.run import format_summary, run_evaluate
+
+    overrides = list(args.overrides)
+    if args.tasks is not None:
+        tasks = [t.strip() for t in args.tasks.split(",")]
+        overrides.append(f"evaluate.tasks={json.dumps(tasks)}")
+    if args.limit is not None:
+        overrides.append(f"evaluate.limit={args.limit}")
+    config = load_config(args.config, overrides)
+    model = args.model or str(Path(config.run_dir) / "finetune")
+    print(format_summary(run_evaluate(config, model, args.out)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from teamsrl.evaluate.report import build_report
+
+    config = load_config(args.config, args.overrides)
+    page = build_report(args.run_dir, config)
+    print(page)
     return 0
 
 

@@ -68,9 +68,9 @@ def run_evaluate(config, model: str, out: str | Path | None = None) -> dict[str,
     cfg = config.evaluate
     target = resolve_target(model)
     out = Path(out or Path(config.run_dir) / "eval").expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     scores = run_harness(target.model_dir, cfg)
+    out.mkdir(parents=True, exist_ok=True)
     results = {"model": str(target.model_dir), "limit": cfg.limit, "tasks": scores,
                "seconds": round(time.perf_counter() - t0, 1),
                "note": "tasks named teamsrl_*_smoke are offline smoke sets, not the benchmarks"}

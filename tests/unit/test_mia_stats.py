@@ -1,0 +1,91 @@
+"""The membership attack's statistics: AUC, its bootstrap interval, ROC points, row handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from teamsrl.evaluate.mia import (
+    MIAResult,
+    auc_with_interval,
+    plot_roc,
+    roc_points,
+    sample_rows,
+    usable_rows,
+)
+
+
+def test_separated_scores_give_an_interval_above_half():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(1.0, 1.0, 60), rng.normal(0.0, 1.0, 60)
+    auc, low, high = auc_with_interval(members, nonmembers, n_boot=500, seed=1)
+    assert 0.7 < auc < 0.85  # the theoretical AUC of a unit shift is Phi(1/sqrt 2) = 0.76
+    assert 0.5 < low < auc < high
+
+
+def test_same_distribution_gives_an_interval_around_half():
+    rng = np.random.default_rng(2)
+    auc, low, high = auc_with_interval(rng.normal(size=60), rng.normal(size=60), n_boot=500)
+    assert low < 0.5 < high and high - low < 0.4
+
+
+def test_perfect_and_inverted_attacks():
+    assert auc_with_interval([5, 6, 7], [1, 2, 3], n_boot=100) == (1.0, 1.0, 1.0)
+    assert auc_with_interval([1, 2, 3], [5, 6, 7], n_boot=100) == (0.0, 0.0, 0.0)
+
+
+def test_interval_is_reproducible_and_narrows_with_confidence():
+    a, b = [0.1, 0.5, 0.9, 0.3, 0.8], [0.2, 0.4, 0.1, 0.6, 0.0]
+    assert auc_with_interval(a, b, seed=3) == auc_with_interval(a, b, seed=3)
+    _, low95, high95 = auc_with_interval(a, b, confidence=0.95, seed=3)
+    _, low80, high80 = auc_with_interval(a, b, confidence=0.8, seed=3)
+    assert low95 <= low80 and high80 <= high95
+
+
+def test_resampled_auc_matches_scikit_learn():
+    """The weighted comparison matrix gives roc_auc_score's value on the drawn rows."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    pos, neg = rng.normal(0.5, 1, 9).round(1), rng.normal(0, 1, 7).round(1)  # with ties
+    i, j = rng.integers(0, 9, 9), rng.integers(0, 7, 7)
+    expected = roc_auc_score(np.r_[np.ones(9), np.zeros(7)], np.r_[pos[i], neg[j]])
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    w_pos, w_neg = np.bincount(i, minlength=9), np.bincount(j, minlength=7)
+    assert w_pos @ wins @ w_neg / 63 == pytest.approx(expected)
+
+
+def test_too_few_rows_is_a_clear_error():
+    with pytest.raises(ValueError, match="1 members and 3 non-members; expected at least 2"):
+        auc_with_interval([1.0], [0.0, 1.0, 2.0])
+
+
+def test_roc_points_run_from_origin_to_corner():
+    roc = roc_points([3.0, 2.0], [1.0, 2.5])
+    assert roc["fpr"][0] == 0.0 and roc["tpr"][0] == 0.0
+    assert roc["fpr"][-1] == 1.0 and roc["tpr"][-1] == 1.0
+    assert roc["fpr"] == sorted(roc["fpr"]) and roc["tpr"] == sorted(roc["tpr"])
+
+
+def test_unscorable_rows_are_counted_and_sampling_is_seeded():
+    rows = [{"instruction": "a", "output": "x"}, {"instruction": "b", "output": "  "},
+            {"instruction": "c"}, {"instruction": "d", "output": 3}]
+    ok, skipped = usable_rows(rows)
+    assert ok == rows[:1] and skipped == 3
+    many = [{"instruction": str(i), "output": "o"} for i in range(50)]
+    assert sample_rows(many, 10, seed=4) == sample_rows(many, 10, seed=4)
+    assert sample_rows(many, 10, seed=4) != sample_rows(many, 10, seed=5)
+    assert sample_rows(many, None, seed=4) == many and len(sample_rows(many, 60, 0)) == 50
+
+
+def test_roc_png_is_drawn(tmp_path):
+    import matplotlib.image
+
+    a, b = [0.9, 0.8, 0.4, 0.7], [0.3, 0.5, 0.2, 0.6]
+    auc, low, high = auc_with_interval(a, b, n_boot=100)
+    result = MIAResult(auc=auc, ci_low=low, ci_high=high, confidence=0.95, n_members=4,
+                       n_nonmembers=4, attack="loss", member_loss_mean=1.0,
+                       nonmember_loss_mean=2.0, roc=roc_points(a, b))
+    path = plot_roc(result, tmp_path / "roc.png")
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 400 and pixels.std() > 0.05
