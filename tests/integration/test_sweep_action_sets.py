@@ -8,11 +8,13 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import yaml
 
 from teamsrl.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
 
 TINY = [
     # its own app name and half a CPU: fits beside the session's shared Serve fixture
