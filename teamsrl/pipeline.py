@@ -5,7 +5,9 @@
 Stages: train-policy (RLlib PPO over the Serve app; Serve and a Ray this command started are
 shut down at its end, which frees the small machine for what follows) -> generate-policy (the
 dataset from the trained policy) -> generate-random (WizardLM's Evol-Instruct baseline on the same
-seeds, for comparison) -> finetune (DeepSpeed ZeRO on the policy's dataset). A finished stage is
+seeds, for comparison) -> finetune (DeepSpeed ZeRO on the policy's dataset) -> evaluate (lm-eval
+scores and the membership attack of the fine-tuned model) -> report (one Markdown page with its
+figures, whose path is the last line printed). A finished stage is
 recorded in `<run_dir>/pipeline.json` and skipped on a rerun; an interrupted stage resumes:
 train-policy from its newest checkpoint, generation from rows.jsonl, fine-tuning from its newest
 DeepSpeed checkpoint.
@@ -59,11 +61,29 @@ def _finetune(config: ExperimentConfig, address: str | None) -> str:
     return f"{s['steps']} steps, ZeRO-{s['zero_stage']}: {s['model_dir']}"
 
 
+def _evaluate(config: ExperimentConfig, address: str | None) -> str:
+    from teamsrl.evaluate.run import run_evaluate
+
+    s = run_evaluate(config, str(Path(config.run_dir) / "finetune"))
+    scores = ", ".join(f"{name} {r['metric']} {r['score']:.3f}"
+                       for name, r in s["results"]["tasks"].items())
+    mia = f", MIA AUC {s['mia']['auc']:.3f}" if s.get("mia") else ""
+    return f"{scores}{mia}: {s['out']}"
+
+
+def _report(config: ExperimentConfig, address: str | None) -> str:
+    from teamsrl.evaluate.report import build_report
+
+    return str(build_report(config.run_dir, config))
+
+
 STAGES: list[tuple[str, Callable[[ExperimentConfig, str | None], str]]] = [
     ("train-policy", _train_policy),
     ("generate-policy", _generate("policy")),
     ("generate-random", _generate("random")),
     ("finetune", _finetune),
+    ("evaluate", _evaluate),
+    ("report", _report),
 ]
 
 
@@ -88,5 +108,11 @@ def run_pipeline(config: ExperimentConfig, address: str | None = None,
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, state_file)  # a crash never leaves a half-written state
         echo(f"[{number}/{len(STAGES)}] {name}: {summary} ({seconds:.0f} s)")
-    echo(f"pipeline done in {time.perf_counter() - total:.0f} s; artefacts under {run_dir}")
+    times = ", ".join(f"{name} {state[name]['seconds']:.0f} s" for name, _ in STAGES
+                      if name in state)
+    echo(f"pipeline done in {time.perf_counter() - total:.0f} s (stage times, first runs: "
+         f"{times}); artefacts under {run_dir}")
+    report = state.get("report", {}).get("summary")
+    if report:
+        echo(f"report: {report}")
     return state
