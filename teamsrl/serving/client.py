@@ -6,11 +6,11 @@ result is awaited, so the replica's `@serve.batch` sees them together. The cache
 live in the deployment; `ledger.totals()` asks it. Token counting (for prompt budgets) uses the
 role's tokenizer, loaded locally.
 
-Timeouts: a request unanswered after `timeout_s` is cancelled and sent again up to
-`timeout_retries` times; then it is dropped, counted as a failure in the shared ledger, and the
-call raises `LLMTimeoutError` carrying the answers that did arrive (`envs.instruction_mdp`
-turns the dropped ones into failed steps). A caller never waits more than
-`(1 + timeout_retries) x timeout_s` per call.
+Timeouts: a request unanswered after `timeout_s` (or lost with a replica that died while running
+it) is sent again up to `timeout_retries` times; then it is dropped, counted as a failure in the
+shared ledger, and the call raises `LLMTimeoutError` carrying the answers that did arrive
+(`envs.instruction_mdp` turns the dropped ones into failed steps). A caller never waits more
+than `(1 + timeout_retries) x timeout_s` per call.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class ServeLLMClient:
         stage = stage or self.stage
         out: list = [None] * len(requests)
         todo = list(range(len(requests)))
+        lost = (TimeoutError, *_replica_lost_errors())
         for _ in range(1 + self.timeout_retries):
             pending = {i: method.remote(role, requests[i], stage, self.node) for i in todo}
             deadline = time.monotonic() + self.timeout_s  # every request is in flight from here
@@ -107,8 +108,12 @@ class ServeLLMClient:
             for i, p in pending.items():
                 try:
                     out[i] = p.result(timeout_s=max(0.0, deadline - time.monotonic()))
-                except TimeoutError:
-                    p.cancel()  # best effort: frees the replica's queue if it never started
+                except lost as e:  # no answer in time, or its replica died while running it
+                    if isinstance(e, TimeoutError):
+                        p.cancel()  # best effort: frees the replica's queue if never started
+                    else:
+                        log.warning("%s %s request lost with its replica (%s); sending it "
+                                    "again", role, kind, type(e).__name__)
                     todo.append(i)
             if not todo:
                 return out
@@ -131,6 +136,14 @@ class ServeLLMClient:
 
     def close(self) -> None:
         """Nothing to close: the deployment owns the files."""
+
+
+def _replica_lost_errors() -> tuple[type[BaseException], ...]:
+    """What a handle raises for a request whose replica died (Serve replaces the replica; a
+    request it had not started is re-routed by Serve itself, one it was running is not)."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    return RayActorError, ActorUnavailableError
 
 
 def _node_id() -> str:

@@ -24,8 +24,9 @@ class ServeConfig(BaseModel):
                                       ">= 2x max_batch_size so batches can fill")
     request_timeout_s: float = Field(300.0, gt=0, description="a caller gives up on one LLM "
                                      "request after this long")
-    timeout_retries: int = Field(1, ge=0, le=10, description="times a timed-out request is sent "
-                                 "again (same request and seed, so a late answer that reached "
+    timeout_retries: int = Field(1, ge=0, le=10, description="times a request that timed out "
+                                 "or lost its replica is sent again (same request and seed, "
+                                 "so a late answer that reached "
                                  "the cache is reused); after that it is dropped: an env step "
                                  "becomes a failed evolution with reason 'timeout' and a "
                                  "neutral reward, and the ledger counts a failure")

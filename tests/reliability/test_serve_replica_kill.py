@@ -1,10 +1,11 @@
 """A Serve replica SIGKILLed while a vector step's requests are in flight.
 
-Measured on Ray 2.60: Serve starts a new replica (it reloads the model and reopens the same cache
-and ledger files) and its handle re-sends the requests the dead replica held, so the step
-completes with every rewrite answered — no timeout, no failed step — about 35 s later on 2
-busy cores, and nothing already in the ledger is lost. Had the new replica taken longer than
-`serving.request_timeout_s`, the timeout policy (test_llm_timeouts.py) would apply.
+Serve starts a new replica (it reloads the model and reopens the same cache and ledger files).
+Measured on Ray 2.60, the requests meet one of two fates depending on when the kill lands:
+those the dead replica had not started are re-routed by Serve itself; those it was running
+raise `ActorDiedError` in the caller (the first full-suite run failed that way), which
+`ServeLLMClient` now treats like a timeout: sent again, up to `serving.timeout_retries`. Either
+way the step completes with every rewrite answered and nothing already in the ledger is lost.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _replica_pids(app: str) -> list[int]:
     return pids
 
 
-def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve):
+def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve, caplog):
     handle, config, serve_config = ray_serve
     client = ServeLLMClient(handle, config.llm, timeout_s=120, stage="replica-kill",
                             timeout_retries=2)
@@ -48,10 +49,12 @@ def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve):
     stamp = time.time_ns()
     for i, env in enumerate(envs):
         env.reset(options={"instruction": f"Plan a trip number {i} to a lake ({stamp})."})
+    client.count_tokens("expert", "warm")  # tokenizer loaded: the requests leave at once
     killed: list[int] = []
 
     def killer():
-        time.sleep(1.0)  # the batch is in the engine by now (never cached: new texts)
+        time.sleep(1.0)  # the batch is in the engine by now (new texts: never cached; 4
+        # rewrites of 24 tokens take the 135M model several seconds)
         os.kill(old_pid, signal.SIGKILL)
         killed.append(time.monotonic())
 
@@ -66,9 +69,11 @@ def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve):
     (new_pid,) = _replica_pids(serve_config.app_name)
     assert new_pid != old_pid
     infos = [r[4] for r in results]
-    print("replica kill: step took", round(elapsed, 1), "s;",
-          [(i["failure"], i["timeouts"]) for i in infos])
+    resent = sum("lost with its replica" in r.getMessage() for r in caplog.records)
+    print(f"replica kill: step took {elapsed:.1f} s; {resent} request(s) re-sent by the client "
+          "(the rest re-routed by Serve);", [(i["failure"], i["timeouts"]) for i in infos])
     assert all(i["failure"] != "timeout" for i in infos), infos  # retried, answered
+    assert resent >= 1  # the kill hit requests the replica was running: the client re-sent them
     after = client.ledger.totals()
     for role, t in before.items():  # the ledger file survived the replica: nothing lost
         assert after[role].queries >= t.queries and after[role].cache_hits >= t.cache_hits
