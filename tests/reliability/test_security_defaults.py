@@ -8,8 +8,8 @@
 - A key planted in the variable named by `api_key_env` is used (a local OpenAI-compatible
   server sees it) but appears in no file under the run dir: config dump, W&B offline run,
   metrics JSONL, LLM cache, ledger, the RLlib config that checkpoints store, logs.
-  TODO(generation): extend the grep to `teamsrl generate`'s artefacts (rows.jsonl, data.jsonl,
-  dataset/, the dataset card) with an openai-engine run against this fake server.
+  The same holds for a `teamsrl generate` run (rows.jsonl, data.jsonl, dataset/, summary, the
+  dataset card) whose expert and reviewer are that server.
 """
 
 from __future__ import annotations
@@ -100,7 +100,11 @@ def _record_listeners(listeners) -> None:
 
 # ------------------------------------------------------------------------------ API keys
 class _FakeOpenAI(BaseHTTPRequestHandler):
-    """`POST /v1/chat/completions` answering "A rewritten instruction."; records headers."""
+    """An OpenAI-compatible server that records the Authorization header of every request.
+
+    `/v1/chat/completions` answers with a text that names the prompt's length (so rewrites
+    differ); `/v1/completions` (echo + logprobs, how `OpenAIEngine` scores) echoes 8 tokens.
+    """
 
     auth_headers: list[str] = []
 
@@ -108,11 +112,22 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length))
         type(self).auth_headers.append(self.headers.get("Authorization", ""))
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant",
-                                          "content": "A rewritten instruction."}}],
-                 "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+        if self.path.endswith("/completions") and "messages" not in body:
+            reply = {"id": "x", "object": "text_completion", "created": 0,
+                     "model": body["model"],
+                     "choices": [{"index": 0, "text": "", "finish_reason": "length",
+                                  "logprobs": {"tokens": ["t"] * 8,
+                                               "token_logprobs": [None] + [-0.5] * 7,
+                                               "top_logprobs": None, "text_offset": [0] * 8}}],
+                     "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}}
+        else:
+            n = len(json.dumps(body["messages"]))
+            text = "A rewritten instruction." if body["messages"][-1]["content"] == \
+                "Rewrite: hi" else f"Plan a route of {n} km by bike and list the stops."
+            reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": text}}],
+                     "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -185,3 +200,28 @@ def test_planted_api_key_is_used_but_written_nowhere(tmp_path, fake_openai, monk
     assert _files_holding(run, secret) == [], written
     assert KEY_ENV in (run / "config.yaml").read_text()  # the variable's name, not its value
     assert secret not in os.environ.get("WANDB_CONFIG", "")
+
+
+@pytest.mark.integration
+def test_planted_api_key_reaches_no_generation_artefact(tmp_path, fake_openai, monkeypatch):
+    """A tiny `teamsrl generate` run (2 seeds, 1 step, answers on) whose expert and reviewer
+    are the key-checking server: every file it writes is grepped for the key."""
+    from teamsrl.generation.run import run_generation
+
+    secret = f"sk-planted-{uuid.uuid4().hex}"
+    monkeypatch.setenv(KEY_ENV, secret)
+    run = tmp_path / "run"
+    remote = [f"base_url={fake_openai}", f"api_key_env={KEY_ENV}", "served_model=fake",
+              "tokenizer=embedded:smollm2-135m-instruct"]
+    config = load_config(None, [
+        f"run_dir={run}", "tracking.mode=offline", "env.horizon=1", "generate.max_seeds=2",
+        "generate.batch_seeds=2", "llm.expert.engine=openai", "llm.reviewer.engine=openai",
+        *(f"llm.{role}.{s}" for role in ("expert", "reviewer") for s in remote)])
+    summary = run_generation(config, "random", progress=False)
+    assert summary["rows_total"] == 2 and summary["queries"]["expert"] >= 2
+    assert _FakeOpenAI.auth_headers and set(_FakeOpenAI.auth_headers) == {f"Bearer {secret}"}
+    written = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    for name in ("rows.jsonl", "data.jsonl", "README.md", "summary.json"):
+        assert f"generate/random/{name}" in written, written
+    assert any(w.startswith("generate/random/dataset/") for w in written), written
+    assert _files_holding(run, secret) == [], written
