@@ -84,6 +84,9 @@ def run_evaluate(config, model: str, out: str | Path | None = None) -> dict[str,
     elif split is None or not (split / "heldout.jsonl").is_file():
         summary["mia_skipped"] = (f"--model {model!r} has no split/train.jsonl + "
                                   "split/heldout.jsonl (not a `teamsrl finetune` folder)")
+    elif min(len(read_rows(split / "train.jsonl")), len(read_rows(split / "heldout.jsonl"))) < 2:
+        summary["mia_skipped"] = (f"{split}: fewer than 2 training or held-out rows (raise "
+                                  "finetune.heldout_fraction or generate more rows)")
     else:
         members, nonmembers = read_rows(split / "train.jsonl"), read_rows(split / "heldout.jsonl")
         ref = reference_model(config, target) if cfg.mia.calibrate else None
