@@ -26,6 +26,7 @@ from teamsrl.llm.ledger import RoleTotals
 from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
 
 log = logging.getLogger(__name__)
+BOOKKEEPING_TIMEOUT_S = 30.0  # ledger reads and failure counts (not LLM requests)
 
 
 class RemoteLedger:
@@ -57,7 +58,8 @@ class ServeLLMClient:
         self.timeout_s = timeout_s
         self.timeout_retries = timeout_retries
         self.stage = stage
-        self.ledger = RemoteLedger(handle, timeout_s)
+        # bookkeeping calls wait on a busy replica too: not less than 30 s, whatever timeout_s is
+        self.ledger = RemoteLedger(handle, max(timeout_s, BOOKKEEPING_TIMEOUT_S))
         self.node = _node_id()
 
     @classmethod
@@ -125,7 +127,7 @@ class ServeLLMClient:
         either: then only the log has it)."""
         try:
             self.handle.record_failures.remote(role, kind, n, stage, self.node).result(
-                timeout_s=min(self.timeout_s, 30.0))
+                timeout_s=BOOKKEEPING_TIMEOUT_S)
         except Exception as e:  # noqa: BLE001 - the caller's TimeoutError matters more
             log.warning("could not count %d timed-out %s %s request(s) in the ledger: %s", n,
                         role, kind, e)
