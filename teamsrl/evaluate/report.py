@@ -174,9 +174,12 @@ def eval_sections(run_dir: Path, out: Path) -> list[Section]:
     scores, mia = Section("Evaluation (lm-eval)"), Section("Membership-inference attack")
     path = run_dir / "eval" / "results.json"
     tasks: dict[str, Any] = {}
+    skipped = None  # why `teamsrl evaluate` did not attack, when it says so
     if path.is_file():
         try:
-            tasks = {k: v for k, v in (read_json(path).get("tasks") or {}).items()
+            record = read_json(path)
+            skipped = record.get("mia_skipped")
+            tasks = {k: v for k, v in (record.get("tasks") or {}).items()
                      if isinstance(v, dict) and _number(v.get("score"))}
         except ValueError as e:
             scores.lines.append(f"_Skipped: eval/results.json unreadable ({e})._")
@@ -196,8 +199,8 @@ def eval_sections(run_dir: Path, out: Path) -> list[Section]:
                             "(run `teamsrl evaluate`)._")
     path = run_dir / "eval" / "mia.json"
     if not path.is_file():
-        mia.lines.append("_Skipped: eval/mia.json not found (`teamsrl evaluate` on a fine-tune "
-                         "folder writes it)._")
+        mia.lines.append(f"_Skipped: {skipped}._" if skipped else "_Skipped: eval/mia.json not "
+                         "found (`teamsrl evaluate` on a fine-tune folder writes it)._")
         return [scores, mia]
     try:
         result = MIAResult(**read_json(path))

@@ -63,7 +63,7 @@ def reference_model(config, target: EvalTarget) -> str:
 def run_evaluate(config, model: str, out: str | Path | None = None) -> dict[str, Any]:
     """Evaluate `model` with `config.evaluate`; writes results.json (+ mia.json); the summary."""
     from teamsrl.evaluate.harness import run_harness
-    from teamsrl.evaluate.mia import plot_roc, read_rows, run_attack
+    from teamsrl.evaluate.mia import plot_roc, read_rows, run_attack, usable_rows
 
     cfg = config.evaluate
     target = resolve_target(model)
@@ -84,17 +84,26 @@ def run_evaluate(config, model: str, out: str | Path | None = None) -> dict[str,
     elif split is None or not (split / "heldout.jsonl").is_file():
         summary["mia_skipped"] = (f"--model {model!r} has no split/train.jsonl + "
                                   "split/heldout.jsonl (not a `teamsrl finetune` folder)")
-    elif min(len(read_rows(split / "train.jsonl")), len(read_rows(split / "heldout.jsonl"))) < 2:
-        summary["mia_skipped"] = (f"{split}: fewer than 2 training or held-out rows (raise "
-                                  "finetune.heldout_fraction or generate more rows)")
     else:
         members, nonmembers = read_rows(split / "train.jsonl"), read_rows(split / "heldout.jsonl")
-        ref = reference_model(config, target) if cfg.mia.calibrate else None
-        result = run_attack(target.model_dir, members, nonmembers, cfg.mia, ref,
-                            seed=config.seed, device=cfg.device)
-        (out / "mia.json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
-        plot_roc(result, out / "mia-roc.png")
-        summary["mia"] = result.to_json()
+        n_m, n_n = len(usable_rows(members)[0]), len(usable_rows(nonmembers)[0])
+        if min(n_m, n_n) < 2:  # tiny runs: a note, not a failed stage
+            summary["mia_skipped"] = (f"{n_m} scorable training rows and {n_n} held-out rows in "
+                                      f"{str(split)!r}; the attack needs at least 2 of each "
+                                      "(raise finetune.heldout_fraction or generate more rows)")
+        else:
+            ref = reference_model(config, target) if cfg.mia.calibrate else None
+            result = run_attack(target.model_dir, members, nonmembers, cfg.mia, ref,
+                                seed=config.seed, device=cfg.device)
+            (out / "mia.json").write_text(json.dumps(result.to_json(), indent=1),
+                                          encoding="utf-8")
+            plot_roc(result, out / "mia-roc.png")
+            summary["mia"] = result.to_json()
+    if summary["mia_skipped"]:
+        results["mia_skipped"] = summary["mia_skipped"]
+        (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        for stale in ("mia.json", "mia-roc.png"):  # no attack left over from an earlier run
+            (out / stale).unlink(missing_ok=True)
     _track(config, out, summary)
     return summary
 

@@ -88,3 +88,18 @@ def test_report_on_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("teamsrl report: error: RUN_DIR") and "not a folder" in err
     assert "\n" not in err
+
+
+def test_a_skipped_attack_shows_its_reason(tmp_path):
+    import json
+
+    from teamsrl.evaluate.report import build_report
+
+    run = _run_dir(tmp_path)
+    results = json.loads((run / "eval" / "results.json").read_text())
+    results["mia_skipped"] = "5 scorable training rows and 0 held-out rows in 'x/split'"
+    (run / "eval" / "results.json").write_text(json.dumps(results))
+    (run / "eval" / "mia.json").unlink()
+    text = build_report(run).read_text()
+    assert "_Skipped: 5 scorable training rows and 0 held-out rows in 'x/split'._" in text
+    assert "eval-scores.png" in text and "mia-roc.png" not in text
