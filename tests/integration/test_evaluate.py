@@ -166,3 +166,14 @@ def test_unknown_task_fails_before_the_model_loads(overfit_run, tmp_path, capsys
     assert rc == 2 and not (tmp_path / "eval").exists()
     assert "evaluate.tasks: 'arc_smoke_typo' is not an lm-eval task" in err
     assert "teamsrl_arc_smoke" in err
+
+
+def test_smoke_tasks_do_not_shadow_stock_tasks():
+    from lm_eval.tasks import TaskManager
+
+    from teamsrl.evaluate.harness import smoke_task_names, task_manager
+
+    stock = set(TaskManager().all_tasks)  # lm-eval's own tasks, without ours
+    ours = set(task_manager().all_tasks)
+    assert {"arc_challenge", "hellaswag"} <= stock
+    assert not set(smoke_task_names()) & stock and set(smoke_task_names()) <= ours
