@@ -16,11 +16,16 @@ from teamsrl.llm.ledger import QueryLedger
 
 
 def _env_runner_pids() -> list[int]:
+    """Env runners of THIS test session's Ray only (the processes it started): other Ray
+    sessions on a shared machine run env runners too, and they are not ours to kill."""
     pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = proc.name() + " " + " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
         if "SingleAgentEnvRunner" in cmd:
-            pids.append(proc.info["pid"])
+            pids.append(proc.pid)
     return pids
 
 
