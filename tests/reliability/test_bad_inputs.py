@@ -20,7 +20,7 @@ import pytest
 from reliability_doubles import FixedReplyEngine, HashEmbedder
 
 from teamsrl.cli import main
-from teamsrl.config import ConfigError, ExperimentConfig, load_config
+from teamsrl.config import ExperimentConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = bytes(range(255, -1, -1)) * 4  # starts 0xff: not UTF-8; holds NUL
@@ -634,8 +634,3 @@ def test_readme_lists_every_case_with_its_outcome():
     section = readme.split("## Reliability", 1)[-1]
     missing = [c.id for c in CASES if f"| `{c.id}` |" not in section]
     assert not missing, f"README's reliability table lacks {missing}"
-
-
-def test_config_error_is_config_error():
-    with pytest.raises(ConfigError):
-        load_config(None, ["nope=1"])
