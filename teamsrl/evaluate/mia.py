@@ -162,7 +162,7 @@ def plot_roc(result: MIAResult, path: str | Path, title: str = "Membership-infer
              f"[{result.ci_low:.3f}, {result.ci_high:.3f}] ({result.confidence:.0%} CI)")
     ax.plot(result.roc["fpr"], result.roc["tpr"], lw=2, label=label)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="chance (AUC 0.5, ideal privacy)")
-    ax.set_xlim(0, 1)
+    ax.set_xlim(-0.01, 1.0)  # a perfect attack's vertical at 0 stays visible beside the axis
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false positive rate (share of non-members flagged)")
     ax.set_ylabel("true positive rate (share of members flagged)")
