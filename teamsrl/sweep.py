@@ -222,11 +222,11 @@ def run_sweep(sweep: SweepConfig, experiments: dict[str, ExperimentConfig],
     import ray
     from ray import tune
 
-    from teamsrl.raycluster import init_ray
+    from teamsrl.raycluster import init_ray, starts_local_ray
 
     root = Path(sweep.run_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    started_ray = not ray.is_initialized()
+    started_ray = starts_local_ray(address)  # joined: leave its Serve and Ray
     init_ray(address)
     try:
         trainable = tune.with_resources(

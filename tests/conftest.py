@@ -66,3 +66,14 @@ def ray_serve(tmp_path_factory):
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def pipeline_job_run(tmp_path_factory):
+    """The quickstart pipeline, tiny, submitted as a Ray job to a local head (which is stopped
+    before the tests run): a `ray_local_head.PipelineJob` whose run_dir holds both datasets, the
+    fine-tuned model, eval/ and report/. ~9 min on 2 busy cores, once per session: tests of the
+    report or the evaluation may reuse its artefacts (read-only) instead of making their own."""
+    from ray_local_head import run_tiny_pipeline_job
+
+    return run_tiny_pipeline_job(tmp_path_factory.mktemp("pipeline-job"))

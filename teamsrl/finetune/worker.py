@@ -24,6 +24,13 @@ def _setup_env(spec: dict[str, Any]) -> bool:
     if not on_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    # DeepSpeed JIT-builds its ops (on CPU: the shm comm op) with the first `ninja` on PATH.
+    # Two ninja versions hash command lines differently, so a venv ninja and a system ninja
+    # taking turns rebuild the op every run (minutes on 2 cores): always use this Python's.
+    bin_dir = str(Path(sys.executable).parent)
+    if (Path(bin_dir) / "ninja").is_file():
+        path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != bin_dir]
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *path])
     return on_gpu
 
 

@@ -157,7 +157,7 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
 
     from teamsrl.policy.callbacks import summarize
     from teamsrl.policy.export import export_policy
-    from teamsrl.raycluster import init_ray
+    from teamsrl.raycluster import init_ray, starts_local_ray
     from teamsrl.serving.client import ServeLLMClient
     from teamsrl.serving.deployment import deploy
     from teamsrl.tracking import Tracker
@@ -176,7 +176,7 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
 
-    started_ray = not ray.is_initialized()
+    started_ray = starts_local_ray(address)  # joined: leave its Serve and Ray
     init_ray(address)
     algo, tracker = None, None
     try:
