@@ -28,7 +28,13 @@ os.environ.setdefault("WANDB_MODE", "offline")
 def _arm(config, policy: str, out: Path) -> dict:
     from teamsrl.generation.run import run_generation
 
-    summary = run_generation(config, policy, out_dir=out, progress=True)
+    run_generation(config, policy, out_dir=out, progress=True)
+    return _load(out)
+
+
+def _load(out: Path) -> dict:
+    """A finished generation folder's summary plus failure rate and steps per seed."""
+    summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("kind") == "row"]
     summary["failure_rate"] = sum(bool(r["failure"]) for r in rows) / max(1, len(rows))
@@ -53,13 +59,22 @@ def main() -> None:
     parser.add_argument("--seed-file", default=None, help="seed instructions (default: the "
                         "config's)")
     parser.add_argument("--out", default=None, help="output folder (default: a temp dir)")
+    parser.add_argument("--existing", nargs=2, metavar=("POLICY_DIR", "RANDOM_DIR"),
+                        help="compare two finished generation folders instead of generating "
+                        "(request counts and diversity do not depend on the cache; the ledger's "
+                        "engine-query counts do)")
     args = parser.parse_args()
 
     from teamsrl.config import load_config
 
     out = Path(args.out or tempfile.mkdtemp(prefix="query-efficiency-"))
     results = {}
+    if args.existing:
+        results = {"policy": _load(Path(args.existing[0])),
+                   "random": _load(Path(args.existing[1]))}
     for arm, policy in (("policy", args.run), ("random", "random")):
+        if args.existing:
+            break
         overrides = [f"run_dir={out / arm}", f"generate.max_seeds={args.seeds}",
                      f"llm.cache.path={out / arm / 'fresh-cache.sqlite'}"]
         if args.seed_file:
@@ -86,7 +101,8 @@ def main() -> None:
         ("expert requests to reach random's final diversity", _to_reach(p["curve"], target),
          _to_reach(r["curve"], target)),
     ]
-    print(f"\nquery efficiency, {p['seeds']} seeds per arm, fresh cache per arm ({out})")
+    how = "existing runs" if args.existing else f"fresh cache per arm ({out})"
+    print(f"\nquery efficiency, {p['seeds']} seeds per arm, {how}")
     print(f"{'':<52}{'policy':>12}{'random':>12}")
     for label, a, b in rows:
         def fmt(v):
@@ -99,6 +115,7 @@ def main() -> None:
           + "; fewer failures" + (" yes" if p["failure_rate"] < r["failure_rate"] else " no")
           + "; more diverse rows" + (" yes" if p["diversity"]["mean_pairwise_distance"] > target
                                      else " no"))
+    out.mkdir(parents=True, exist_ok=True)
     (out / "query-efficiency.json").write_text(json.dumps(results, indent=2))
 
 
