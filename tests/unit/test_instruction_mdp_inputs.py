@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from embedding_doubles import HashEmbedder
 
 import envs
 from envs.instruction_mdp import InstructionMDPEnv, derive_seed, experiment_config
@@ -42,20 +43,6 @@ class RecordingEngine:
 
     def count_tokens(self, text):
         return len(text.split())
-
-
-class HashEmbedder:
-    """Unit vectors from a digest of the text."""
-
-    dim = 384
-
-    def encode(self, texts):
-        out = []
-        for t in texts:
-            rng = np.random.default_rng(int.from_bytes(hashlib.sha1(t.encode()).digest()[:8]))
-            v = rng.normal(size=self.dim).astype(np.float32)
-            out.append(v / np.linalg.norm(v))
-        return np.stack(out)
 
 
 def make_env(cfg=None, engine=None, **kw):
