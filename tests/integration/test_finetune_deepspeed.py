@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_models import save_tiny_llama
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "finetune_run"
 STEPS, PAUSE = 6, 3
@@ -18,22 +19,7 @@ STEPS, PAUSE = 6, 3
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
     """A random 2-layer Llama (hidden 64) with the SmolLM2 tokenizer, saved as an HF folder."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from teamsrl.llm.embedded import smollm2_hf_dir
-
-    tok = AutoTokenizer.from_pretrained(smollm2_hf_dir())
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id))
-    path = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _overrides(base: Path, *extra: str) -> list[str]:
