@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from teamsrl.generation.filters import distinct_n, mean_pairwise_distance
+from teamsrl.generation.filters import distinct_n, mean_pairwise_distance, row_text
 from teamsrl.generation.run import DATA, ROWS, SUMMARY
 
 
@@ -36,7 +36,7 @@ def run_stats(run: str | Path, encode=None) -> dict:
     gen_q = {role: sum(r["queries"][role] for r in rows) for role in ("expert", "reviewer")}
     train_q = {role: int(t.get("queries", 0))
                for role, t in summary.get("policy_training", {}).items()}
-    texts = [f"{r['instruction']}\n{r['input']}".strip() for r in kept]
+    texts = [row_text(r) for r in kept]
     if encode is None:
         from teamsrl.embeddings import shared_embedder
 

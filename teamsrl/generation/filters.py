@@ -41,7 +41,8 @@ def _shingles(text: str, n: int = 3) -> set[str]:
     return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def _text(row: dict) -> str:
+def row_text(row: dict) -> str:
+    """What near-duplicate removal and diversity look at: instruction and input."""
     return f"{row['instruction']}\n{row.get('input', '')}".strip()
 
 
@@ -67,7 +68,7 @@ def deduplicate(rows: Sequence[dict], minhash_threshold: float | None, num_perm:
         survivors = []
         for row in ordered:
             m = MinHash(num_perm=num_perm, seed=1)
-            m.update_batch([s.encode("utf-8") for s in _shingles(_text(row))])
+            m.update_batch([s.encode("utf-8") for s in _shingles(row_text(row))])
             similar = [k for k in lsh.query(m) if hashes[k].jaccard(m) >= minhash_threshold]
             if similar:
                 first = min(similar, key=position.__getitem__)
@@ -79,7 +80,7 @@ def deduplicate(rows: Sequence[dict], minhash_threshold: float | None, num_perm:
     if embedding_threshold is not None and survivors:
         if encode is None:
             raise ValueError("deduplicate: embedding_threshold is set but no encoder was given")
-        vectors = np.asarray(encode([_text(r) for r in survivors]), dtype=np.float32)
+        vectors = np.asarray(encode([row_text(r) for r in survivors]), dtype=np.float32)
         kept_idx: list[int] = []
         kept: list[dict] = []
         for i, row in enumerate(survivors):

@@ -36,7 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from teamsrl.config import ExperimentConfig, dump_config
-from teamsrl.generation.filters import answer_failure, deduplicate, diversity, row_order
+from teamsrl.generation.filters import (
+    answer_failure,
+    deduplicate,
+    diversity,
+    row_order,
+    row_text,
+)
 from teamsrl.seeds import Seed
 
 log = logging.getLogger(__name__)
@@ -112,7 +118,8 @@ class Chooser:
 class BatchGenerator:
     """Runs a batch of seeds through the MDP and the answer step; returns their rows."""
 
-    def __init__(self, config: ExperimentConfig, policy: str, client, stage: str):
+    def __init__(self, config: ExperimentConfig, policy: str, client, stage: str,
+                 chooser: Chooser | None = None):
         from envs.instruction_mdp import InstructionMDPEnv
         from teamsrl.embeddings import shared_embedder
         from teamsrl.seeds import SeedSet
@@ -127,7 +134,7 @@ class BatchGenerator:
                                        seeds=placeholder, default_seed=config.seed)
                      for _ in range(config.generate.batch_seeds)]
         self.names = self.envs[0].actions.names
-        self.chooser = Chooser(config, self.names, policy)
+        self.chooser = chooser or Chooser(config, self.names, policy)
 
     def run(self, batch: Sequence[tuple[int, Seed]]) -> list[dict]:
         """Rows of every step of every seed in `batch` (index in the seed source, seed)."""
@@ -284,7 +291,7 @@ def run_generation(config: ExperimentConfig, policy: str = "random",
         log.warning("seeds: %s", seed_set.report())
     pool = seed_set.seeds[:gen.max_seeds] if gen.max_seeds else seed_set.seeds
     # fail on a bad policy / forced action before any model loads
-    Chooser(config, ActionSet.from_config(config.actions).names, policy)
+    chooser = Chooser(config, ActionSet.from_config(config.actions).names, policy)
     _prepare_out(out, config, policy, seed_set.source, len(pool))
 
     rowlog = RowLog(out / ROWS)
@@ -294,7 +301,7 @@ def run_generation(config: ExperimentConfig, policy: str = "random",
     if batches:
         runner = _run_sharded if gen.shards > 0 else _run_local
         runner(config, policy, batches, rowlog, client, stage, address,
-               _progress(len(pool), len(pool) - len(todo), rowlog, progress))
+               _progress(len(pool), len(pool) - len(todo), rowlog, progress), chooser)
     summary = finalize(config, out, policy, rowlog.rows, pool, seed_set, client, stage)
     summary["seconds_this_invocation"] = round(time.perf_counter() - started, 1)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2))
@@ -348,7 +355,8 @@ def _progress(total: int, done: int, rowlog: RowLog, enabled: bool):
     return update
 
 
-def _run_local(config, policy, batches, rowlog, client, stage, address, update) -> None:
+def _run_local(config, policy, batches, rowlog, client, stage, address, update, chooser
+               ) -> None:
     from teamsrl.llm.client import build_client
 
     own = client is None
@@ -356,7 +364,7 @@ def _run_local(config, policy, batches, rowlog, client, stage, address, update) 
     previous_stage = client.ledger.stage
     client.ledger.stage = stage  # an injected client records this arm's calls under its stage
     try:
-        generator = BatchGenerator(config, policy, client, stage)
+        generator = BatchGenerator(config, policy, client, stage, chooser)
         for batch in batches:
             rows = generator.run(batch)
             rowlog.append(rows, [s.id for _, s in batch])
@@ -367,7 +375,8 @@ def _run_local(config, policy, batches, rowlog, client, stage, address, update) 
             client.close()
 
 
-def _run_sharded(config, policy, batches, rowlog, client, stage, address, update) -> None:
+def _run_sharded(config, policy, batches, rowlog, client, stage, address, update, chooser
+                 ) -> None:
     """Batches spread over `generate.shards` Ray actors that call the Serve app; the driver is
     the only writer of rows.jsonl (results are appended as they arrive, in any order)."""
     import ray
@@ -447,17 +456,13 @@ def finalize(config: ExperimentConfig, out: Path, policy: str, rows: list[dict],
         "drops": dict(sorted(drops.items())),
         "queries": {"expert": sum(r["queries"]["expert"] for r in rows),
                     "reviewer": sum(r["queries"]["reviewer"] for r in rows)},
-        "diversity": diversity([_text(r) for r in kept], embedder.encode),
+        "diversity": diversity([row_text(r) for r in kept], embedder.encode),
         "curve": _curve(rows, set(r["row_id"] for r in kept), embedder.encode),
         "ledger": _ledger(config, client, stage),
         "policy_training": _training_queries(policy),
     }
     _write_card(out, config, result)
     return result
-
-
-def _text(row: dict) -> str:
-    return f"{row['instruction']}\n{row['input']}".strip()
 
 
 def _write_data(out: Path, kept: list[dict]) -> None:
@@ -498,7 +503,7 @@ def _curve(rows: list[dict], kept_ids: set[str], encode: Callable) -> list[dict]
             queries += r["queries"]["expert"]
             reviewer += r["queries"]["reviewer"]
             if r["row_id"] in kept_ids:
-                texts.append(_text(r))
+                texts.append(row_text(r))
         if idx in marks:
             div = diversity(texts, encode)
             points.append({"expert_queries": queries, "reviewer_queries": reviewer,
