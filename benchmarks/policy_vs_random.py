@@ -1,35 +1,50 @@
 """Mean episode return of a trained policy vs the random (Evol-Instruct) policy, with 95% CIs.
 
     .venv/bin/python benchmarks/policy_vs_random.py --run runs/quickstart [--episodes 200]
-        [--seeds HELD_OUT.jsonl] [--greedy]
+        [--seeds HELD_OUT.jsonl] [--arms sampled,greedy,random] [--out RESULT.json]
 
-Both arms run the same MDP with the same episode seeds (so the same seed instructions), with the
-local engine and the run's config; the cache is off so neither arm benefits from the other.
+Arms: `sampled` draws actions from the policy's distribution, `greedy` takes its argmax (what
+`generate.sampling: greedy` does), `random` picks uniformly (Evol-Instruct). Every arm runs the
+same MDP with the same episode seeds (so the same seed instructions in the same order), with the
+local engine and the run's config; the cache is off so no arm benefits from another.
 For a held-out comparison train with `env.seed_file=TRAIN.jsonl` and pass `--seeds` here.
-Outside CI: 200 episodes an arm is ~2,400 LLM steps, hours on 2 cores.
+Outside CI: 200 episodes an arm is 1,200 LLM steps at horizon 6, ~20 min an arm on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
+import time
+from collections import Counter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+ARMS = ("sampled", "greedy", "random")
 
-def _ci95(values) -> tuple[float, float, float]:
+
+def _bootstrap(values, stat=None, other=None, n: int = 2000) -> tuple[float, float, float]:
+    """Mean of `values` (or the ratio of means to `other`) and its 95% percentile-bootstrap CI."""
     import numpy as np
 
     v = np.asarray(values, dtype=float)
     rng = np.random.default_rng(0)
-    boots = rng.choice(v, size=(2000, len(v)), replace=True).mean(1)
-    return float(v.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    boot_v = rng.choice(v, size=(n, len(v)), replace=True).mean(1)
+    if other is None:
+        point, boots = v.mean(), boot_v
+    else:
+        o = np.asarray(other, dtype=float)
+        boot_o = rng.choice(o, size=(n, len(o)), replace=True).mean(1)
+        point, boots = v.mean() / o.mean(), boot_v / boot_o
+    return float(point), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
-def run_arm(config, act, episodes: int, num_envs: int, client) -> list[float]:
-    """Episode returns of `act(obs_batch, rng) -> actions` over `episodes` episodes."""
+def run_arm(config, act, episodes: int, num_envs: int, client, names) -> dict:
+    """Returns, action counts and failure share of `act(obs_batch, rng) -> actions`."""
     import numpy as np
+    from tqdm import tqdm
 
     from envs.vector import InstructionMDPVectorEnv
 
@@ -39,26 +54,45 @@ def run_arm(config, act, episodes: int, num_envs: int, client) -> list[float]:
     rng = np.random.default_rng(config.seed)
     returns, running = [], np.zeros(num_envs)
     done_prev = np.zeros(num_envs, dtype=bool)
-    while len(returns) < episodes:
-        obs, reward, term, trunc, _ = vec.step(act(obs, rng))
-        running += np.where(done_prev, 0.0, reward)  # next-step autoreset: skip reset steps
-        ended = (term | trunc) & ~done_prev
-        for i in np.flatnonzero(ended):
-            returns.append(float(running[i]))
-            running[i] = 0.0
-        done_prev = term | trunc
-    return returns[:episodes]
+    actions_taken, steps, failures = Counter(), 0, 0
+    start = time.perf_counter()
+    with tqdm(total=episodes, desc="episodes", leave=False) as bar:
+        while len(returns) < episodes:
+            actions = np.asarray(act(obs, rng))
+            obs, reward, term, trunc, info = vec.step(actions)
+            live = ~done_prev  # next-step autoreset: a reset step ignores its action
+            running += np.where(live, reward, 0.0)
+            for i in np.flatnonzero(live):
+                actions_taken[names[int(actions[i])]] += 1
+                steps += 1
+                failures += bool(info["failure"][i])
+            ended = (term | trunc) & live
+            for i in np.flatnonzero(ended):
+                returns.append(float(running[i]))
+                running[i] = 0.0
+            bar.update(int(ended.sum()))
+            done_prev = term | trunc
+    vec.close()
+    return {"returns": returns[:episodes], "steps": steps, "failure_share": failures / steps,
+            "actions": dict(actions_taken.most_common()),
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def main() -> None:
-    """Run both arms and print means, CIs and the ratio."""
+    """Run the arms and print means, CIs and each policy arm's ratio to random."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run dir with policy/export")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--seeds", default=None, help="held-out seed file")
-    parser.add_argument("--greedy", action="store_true", help="argmax actions (default: sample)")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help=f"comma-separated subset of {','.join(ARMS)} (default: all)")
+    parser.add_argument("--out", default=None, help="write the figures and returns as JSON")
     args = parser.parse_args()
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    bad = [a for a in arms if a not in ARMS]
+    if bad or not arms:
+        parser.error(f"--arms {args.arms!r}: expected names from {', '.join(ARMS)}")
 
     from teamsrl.config import load_config
     from teamsrl.llm.client import build_client
@@ -70,18 +104,37 @@ def main() -> None:
     config = load_config(f"{args.run}/config.yaml", overrides)
     policy = load_policy(args.run)
     client = build_client(config.llm, config.run_dir, stage="benchmark")
-    n = len(policy.action_names)
-    trained = run_arm(config, lambda o, rng: policy.act(o, greedy=args.greedy, rng=rng),
-                      args.episodes, args.num_envs, client)
-    random = run_arm(config, lambda o, rng: rng.integers(0, n, size=len(o)), args.episodes,
-                     args.num_envs, client)
-    (tm, tl, th), (rm, rl, rh) = _ci95(trained), _ci95(random)
-    print(f"episodes per arm: {args.episodes}, seeds: {args.seeds or 'the training pool'}, "
-          f"{'greedy' if args.greedy else 'sampled'} policy")
-    print(f"{'arm':<10} {'mean return':>12} {'95% CI':>20}")
-    print(f"{'policy':<10} {tm:>12.3f} {f'[{tl:.3f}, {th:.3f}]':>20}")
-    print(f"{'random':<10} {rm:>12.3f} {f'[{rl:.3f}, {rh:.3f}]':>20}")
-    print(f"policy / random = {tm / rm:.2f}" if rm > 0 else "random mean <= 0: ratio undefined")
+    names = policy.action_names
+    acts = {
+        "sampled": lambda o, rng: policy.act(o, greedy=False, rng=rng),
+        "greedy": lambda o, rng: policy.act(o, greedy=True),
+        "random": lambda o, rng: rng.integers(0, len(names), size=len(o)),
+    }
+    results = {}
+    for arm in arms:
+        results[arm] = run_arm(config, acts[arm], args.episodes, args.num_envs, client, names)
+        mean, lo, hi = _bootstrap(results[arm]["returns"])
+        results[arm] |= {"mean": mean, "ci95": [lo, hi]}
+        print(f"{arm}: mean return {mean:.3f} [{lo:.3f}, {hi:.3f}] in "
+              f"{results[arm]['seconds']} s", flush=True)
+
+    print(f"\nepisodes per arm: {args.episodes}, seeds: {args.seeds or 'the training pool'}, "
+          f"policy: {args.run}")
+    print(f"{'arm':<8} {'mean return':>12} {'95% CI':>18} {'failed steps':>13}  actions")
+    for arm, r in results.items():
+        ci = f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+        print(f"{arm:<8} {r['mean']:>12.3f} {ci:>18} {r['failure_share']:>13.3f}  {r['actions']}")
+    if "random" in results and results["random"]["mean"] > 0:
+        for arm in (a for a in results if a != "random"):
+            ratio, lo, hi = _bootstrap(results[arm]["returns"], other=results["random"]["returns"])
+            results[arm]["ratio_to_random"] = {"ratio": ratio, "ci95": [lo, hi]}
+            print(f"{arm} / random = {ratio:.2f}  (95% bootstrap CI [{lo:.2f}, {hi:.2f}])")
+    elif "random" in results:
+        print("random mean <= 0: ratio undefined")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"run": args.run, "seeds": args.seeds, "episodes": args.episodes,
+                       "arms": results}, f, indent=1)
 
 
 if __name__ == "__main__":
