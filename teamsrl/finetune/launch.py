@@ -12,12 +12,16 @@ storage every node sees (checkpoints and the model are written there).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,40 +169,62 @@ def _launch_local(spec: dict[str, Any], ft, on_gpu: bool) -> None:
     if not on_gpu:
         base.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(spec["torch_threads"]))
     (out / "logs").mkdir(exist_ok=True)
-    procs = []
-    for rank in range(n):
-        env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
-        # rank 0 talks to the console (progress, tracebacks); the others to log files
-        log = open(out / "logs" / f"rank{rank}.log", "w") if rank else None  # noqa: SIM115
-        procs.append((subprocess.Popen([sys.executable, "-m", "teamsrl.finetune.worker",
-                                        str(spec_file)], env=env, stdout=log,
-                                       stderr=subprocess.STDOUT if log else None), log))
-    failed = None
-    try:
-        import time
-
-        while any(p.poll() is None for p, _ in procs) and failed is None:
-            failed = next((r for r, (p, _) in enumerate(procs) if p.returncode not in
-                           (None, 0)), None)
-            time.sleep(0.2)
-        if failed is None:
-            failed = next((r for r, (p, _) in enumerate(procs) if p.returncode != 0), None)
-    finally:
-        for p, log in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-            if log:
-                log.close()
+    procs, failed = [], None
+    with _sigterm_raises():
+        try:
+            for rank in range(n):
+                env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+                # rank 0 talks to the console (progress, tracebacks); the others to log files
+                log = open(out / "logs" / f"rank{rank}.log", "w") if rank else None  # noqa: SIM115
+                procs.append((subprocess.Popen(
+                    [sys.executable, "-m", "teamsrl.finetune.worker", str(spec_file)], env=env,
+                    stdout=log, stderr=subprocess.STDOUT if log else None), log))
+            while any(p.poll() is None for p, _ in procs) and failed is None:
+                failed = next((r for r, (p, _) in enumerate(procs) if p.returncode not in
+                               (None, 0)), None)
+                time.sleep(0.2)
+            if failed is None:
+                failed = next((r for r, (p, _) in enumerate(procs) if p.returncode != 0), None)
+        finally:  # also on Ctrl-C and SIGTERM: no rank outlives the driver
+            for p, log in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    try:
+                        p.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                if log:
+                    log.close()
     if failed is not None:
         where = "the traceback above" if failed == 0 else \
             f"{out / 'logs' / f'rank{failed}.log'}, which ends with:\n" + \
             (out / "logs" / f"rank{failed}.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"fine-tuning rank {failed} exited with code "
                            f"{procs[failed][0].returncode}; see {where}")
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises SystemExit(143) in the driver, so the ranks are stopped before it exits.
+
+    Python's default SIGTERM handling ends the process at once: no `finally`, and the rank
+    processes would train on, orphaned. Only the main thread can install handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up
+        print("teamsrl finetune: SIGTERM: stopping the ranks; `--resume` continues from the "
+              "newest checkpoint", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _launch_ray(spec: dict[str, Any], ft) -> None:

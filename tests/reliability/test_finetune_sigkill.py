@@ -102,6 +102,38 @@ def test_sigkilled_finetune_resumes_from_its_last_checkpoint(tiny_llama_base, tm
         assert again[step]["lr"] == pytest.approx(first[step]["lr"], rel=1e-9)
 
 
+def test_sigterm_stops_the_ranks_with_the_driver(tiny_llama_base, tmp_path):
+    """SIGTERM to the driver alone (what `kill PID` or a job supervisor sends): the driver stops
+    its ranks before it exits, so none trains on orphaned; `--resume` can pick the run up."""
+    out = tmp_path / "ft"
+    cmd = [sys.executable, "-m", "teamsrl.cli", "finetune", "--data", str(FIXTURE), "--out",
+           str(out), *_sets(tiny_llama_base)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    group = os.getpgid(proc.pid)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and \
+                not [r for r in _rows(out) if "loss" in r]:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        ranks = [p for p in psutil.Process(proc.pid).children() if "teamsrl.finetune.worker"
+                 in " ".join(p.cmdline())]
+        assert len(ranks) == 2, ranks
+        proc.send_signal(signal.SIGTERM)  # the driver only, not its group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(group, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "SIGTERM: stopping the ranks" in err
+    gone, alive = psutil.wait_procs(ranks, timeout=5)
+    assert not alive, alive
+    assert not [p for p in psutil.process_iter(["pid"]) if _in_group(p, group)]
+    assert not (out / "model").exists()
+
+
 def _in_group(proc: psutil.Process, group: int) -> bool:
     try:  # a zombie is dead: it only waits for its new parent to reap it
         return os.getpgid(proc.pid) == group and proc.status() != psutil.STATUS_ZOMBIE
