@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = []  # (operation index, seed, request)
     for a in range(len(actions)):
         for s in seeds:
-            prompt = actions.render(a, s.instruction, 384, engine.count_tokens)
+            prompt = actions.render(a, s.text, 384, engine.count_tokens)
             jobs.append((a, s, client.request(
                 "expert", list(prompt.messages), seed=derive_seed(args.seed, 0, a, s.id),
                 max_tokens=args.max_tokens, temperature=args.temperature)))
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                       "ex": ([], [])} for op in actions.operations}
     for i, (a, s, _) in enumerate(jobs):
         op, r = actions[a], responses[i]
-        reason = failed_evolution(s.instruction, r.text, rules,
+        reason = failed_evolution(s.text, r.text, rules,
                                   template_texts=op.prompt_texts())
         row = rows[op.name]
         row["n"] += 1
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         row["asks"] += not reason and looks_like_instruction(r.text)
         if reason:
             row["reasons"][reason.split(":")[0]] += 1
-        row["ex"][0 if reason else 1].append((s.instruction, r.text, reason))
+        row["ex"][0 if reason else 1].append((s.text, r.text, reason))
     print(f"{len(jobs)} rewrites of {len(seeds)} seeds, max_tokens={args.max_tokens}, "
           f"temperature={args.temperature}, {seconds:.0f} s, "
           f"{sum(not r.cached for r in responses.values())} generated "

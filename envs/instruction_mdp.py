@@ -153,7 +153,7 @@ class InstructionMDPEnv(gym.Env):
             self._text, self._seed_id = text.strip(), "options"
         else:
             s = self.seeds.seeds[int(self.np_random.integers(len(self.seeds)))]
-            self._text, self._seed_id = s.instruction, s.id
+            self._text, self._seed_id = s.text, s.id
         self._episode += 1
         self._t, self._last_action, self._done = 0, -1, False
         vector = self.embedder.encode([self._text])[0]

@@ -5,6 +5,12 @@ taking the instruction from a configurable column. Bad rows (not JSON, not UTF-8
 or empty instruction, over the length limit, duplicate id) are skipped and reported, not fatal;
 a file with no usable row is an error. The default pool is the 175 Self-Instruct seed tasks
 shipped in `teamsrl/data/` (Apache-2.0).
+
+A seed's input (an `input` column, or Self-Instruct's `instances[0].input`) is part of the task:
+125 of the 175 default seeds say "the following email:", "the given pairs" and hold the email or
+the pairs there. `Seed.text` appends it to the instruction after a blank line, and that text is
+what the MDP evolves and generation starts from, as WizardLM's Evol-Instruct does with Alpaca's
+instruction + input.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ class Seed:
     id: str
     instruction: str
     input: str = ""
+
+    @property
+    def text(self) -> str:
+        """The task as one text: the instruction, then its input (if any) after a blank line."""
+        return f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
 
 
 @dataclass
@@ -85,21 +96,30 @@ def load_seeds(path: str | Path | None = None, column: str = "instruction",
         if not isinstance(text, str) or not text.strip():
             skipped.append((loc, f"no instruction: column {column!r} missing or empty"))
             continue
-        if len(text) > max_chars:
-            skipped.append((loc, f"too long: {len(text)} characters > {max_chars}"))
+        seed = Seed(str(rec.get("id", loc)), text.strip(), _input_of(rec))
+        if len(seed.text) > max_chars:
+            skipped.append((loc, f"too long: {len(seed.text)} characters > {max_chars}"))
             continue
-        sid = str(rec.get("id", loc))
-        if sid in seen:
-            skipped.append((loc, f"duplicate id: {sid!r}"))
+        if seed.id in seen:
+            skipped.append((loc, f"duplicate id: {seed.id!r}"))
             continue
-        seen.add(sid)
-        inp = rec.get("input", "")
-        seeds.append(Seed(sid, text.strip(), inp if isinstance(inp, str) else ""))
+        seen.add(seed.id)
+        seeds.append(seed)
     if not seeds:
         detail = f"; first problem: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise SeedError(f"seed file {str(path)!r}: no usable instruction in column "
                         f"{column!r}{detail}")
     return SeedSet(seeds, skipped, str(path))
+
+
+def _input_of(rec: dict) -> str:
+    """The seed's input: an `input` column, else Self-Instruct's first instance's input."""
+    inp = rec.get("input")
+    if inp is None:
+        instances = rec.get("instances")
+        if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+            inp = instances[0].get("input")
+    return inp.strip() if isinstance(inp, str) else ""
 
 
 def _records_from_jsonl(raw: bytes):

@@ -148,7 +148,7 @@ class BatchGenerator:
         obs, paths, rows = {}, {}, []
         for env, (_, seed) in zip(envs, batch, strict=True):
             o, _ = env.reset(seed=_derive(cfg.seed, seed.id, "episode"),
-                             options={"instruction": seed.instruction})
+                             options={"instruction": seed.text})
             obs[seed.id], paths[seed.id] = o, []
         active = list(range(len(batch)))
         for step in range(1, cfg.env.horizon + 1):
@@ -176,7 +176,7 @@ class BatchGenerator:
         failed = info["failure"]
         return {
             "kind": "row", "row_id": f"{seed.id}/{step}", "seed_id": seed.id,
-            "seed_index": index, "step": step, "seed_instruction": seed.instruction,
+            "seed_index": index, "step": step, "seed_instruction": seed.text,
             "instruction": info["rewrite"] if failed else info["instruction"],
             "input": "", "output": "",
             "action": path[-1], "action_path": path, "arm": self.arm,

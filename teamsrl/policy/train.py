@@ -123,11 +123,11 @@ def measure_step_s(client, config: ExperimentConfig) -> float:
     n = config.policy.num_envs_per_env_runner
     actions = ActionSet.from_config(config.actions)
     seeds = load_seeds(config.env.seed_file, config.env.seed_column).seeds[:n]
-    requests = [client.request("expert", list(actions.render(0, s.instruction).messages),
+    requests = [client.request("expert", list(actions.render(0, s.text).messages),
                                seed=config.seed + i) for i, s in enumerate(seeds)]
     start = time.perf_counter()
     rewrites = client.chat("expert", requests, stage="warmup")
-    client.score("reviewer", [verdict_request(s.instruction, r.text or s.instruction)
+    client.score("reviewer", [verdict_request(s.text, r.text or s.text)
                               for s, r in zip(seeds, rewrites, strict=True)], stage="warmup")
     return time.perf_counter() - start
 

@@ -31,9 +31,11 @@ class RecordingEngine:
     def __init__(self) -> None:
         self.chat_batches: list[int] = []
         self.score_batches: list[int] = []
+        self.chat_requests: list = []
 
     def generate(self, requests):
         self.chat_batches.append(len(requests))
+        self.chat_requests.extend(requests)
         return [ChatResponse(f"Describe topic {hashlib.sha1(repr(r).encode()).hexdigest()[:8]} "
                              "in depth.", 10, 6) for r in requests]
 
@@ -211,3 +213,33 @@ def test_bad_seed_lines_are_skipped_and_reported(tmp_path):
     assert "not JSON" in reasons and "too long: 50000" in reasons
     for seed in range(6):
         assert env.reset(seed=seed)[1]["instruction"] in {"Name a river.", "Count to five."}
+
+
+def test_seed_inputs_are_part_of_the_evolved_text(tmp_path):
+    """A seed's input (an `input` column or Self-Instruct's `instances[0].input`) follows its
+    instruction after a blank line: "the following email:" must come with the email."""
+    path = write_lines(tmp_path / "inputs.jsonl", [
+        json.dumps({"id": "si", "instruction": "Title the following email:",
+                    "instances": [{"input": "Hi Ann,\nlunch on Friday?", "output": "Lunch"}]}),
+        json.dumps({"id": "col", "instruction": "Sort these numbers.", "input": " 3, 1, 2 "}),
+        json.dumps({"id": "none", "instruction": "Name a river.", "instances": []}),
+    ])
+    env, engine = make_env(seeded_cfg(path))
+    texts = {s.id: s.text for s in env.seeds.seeds}
+    assert texts == {"si": "Title the following email:\n\nHi Ann,\nlunch on Friday?",
+                     "col": "Sort these numbers.\n\n3, 1, 2", "none": "Name a river."}
+    seen = {env.reset(seed=seed)[1]["instruction"] for seed in range(12)}
+    assert seen == set(texts.values())  # the env evolves the whole text
+    env.reset(options={"instruction": texts["si"]})
+    env.step(0)
+    assert "Hi Ann," in engine.chat_requests[-1].messages[-1]["content"]  # the expert sees it
+
+
+def test_default_seeds_carry_their_self_instruct_inputs():
+    from teamsrl.seeds import load_seeds
+
+    seeds = load_seeds().seeds
+    assert len(seeds) == 175
+    assert sum(bool(s.input) for s in seeds) == 125  # counted in the shipped file
+    pairs = next(s for s in seeds if s.instruction.startswith("What is the relation between"))
+    assert pairs.text.endswith("\n\nNight : Day :: Right : Left")
