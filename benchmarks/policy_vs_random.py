@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ARMS = ("sampled", "greedy", "random")
 
 
-def _bootstrap(values, stat=None, other=None, n: int = 2000) -> tuple[float, float, float]:
+def _bootstrap(values, other=None, n: int = 2000) -> tuple[float, float, float]:
     """Mean of `values` (or the ratio of means to `other`) and its 95% percentile-bootstrap CI."""
     import numpy as np
 

@@ -72,15 +72,14 @@ def main() -> None:
     if args.existing:
         results = {"policy": _load(Path(args.existing[0])),
                    "random": _load(Path(args.existing[1]))}
-    for arm, policy in (("policy", args.run), ("random", "random")):
-        if args.existing:
-            break
-        overrides = [f"run_dir={out / arm}", f"generate.max_seeds={args.seeds}",
-                     f"llm.cache.path={out / arm / 'fresh-cache.sqlite'}"]
-        if args.seed_file:
-            overrides.append(f"env.seed_file={args.seed_file}")
-        config = load_config(args.config or f"{args.run}/config.yaml", overrides)
-        results[arm] = _arm(config, policy, out / arm / "generate")
+    else:
+        for arm, policy in (("policy", args.run), ("random", "random")):
+            overrides = [f"run_dir={out / arm}", f"generate.max_seeds={args.seeds}",
+                         f"llm.cache.path={out / arm / 'fresh-cache.sqlite'}"]
+            if args.seed_file:
+                overrides.append(f"env.seed_file={args.seed_file}")
+            config = load_config(args.config or f"{args.run}/config.yaml", overrides)
+            results[arm] = _arm(config, policy, out / arm / "generate")
     p, r = results["policy"], results["random"]
     train = {role: int(t.get("queries", 0)) for role, t in p["policy_training"].items()}
     target = r["diversity"]["mean_pairwise_distance"]

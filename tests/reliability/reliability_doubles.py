@@ -1,7 +1,7 @@
 """Small deterministic stand-ins shared by the reliability tests (no model, no Ray).
 
 Their properties are about control flow (timeouts, counts, what reaches disk), never about text,
-so a sleeping engine and a hashing embedder are enough; the text-dependent cases use the real
+so a sleeping engine is enough (and tests/embedding_doubles.py's hashing embedder); the text-dependent cases use the real
 SmolLM2 engine (`smollm2_engine` in tests/conftest.py).
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-
-from embedding_doubles import HashEmbedder  # noqa: F401 - re-exported
 
 from teamsrl.llm.schema import ChatResponse, ScoreResponse
 

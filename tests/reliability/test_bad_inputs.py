@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from reliability_doubles import FixedReplyEngine, HashEmbedder
+from embedding_doubles import HashEmbedder
+from reliability_doubles import FixedReplyEngine
 
 from teamsrl.cli import main
 from teamsrl.config import ExperimentConfig, load_config

@@ -128,7 +128,7 @@ def test_sigterm_stops_the_ranks_with_the_driver(tiny_llama_base, tmp_path):
             proc.wait(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "SIGTERM: stopping the ranks" in err
-    gone, alive = psutil.wait_procs(ranks, timeout=5)
+    _, alive = psutil.wait_procs(ranks, timeout=5)
     assert not alive, alive
     assert not [p for p in psutil.process_iter(["pid"]) if _in_group(p, group)]
     assert not (out / "model").exists()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from reliability_doubles import HashEmbedder, SleepingEngine, ThreadHandle
+from embedding_doubles import HashEmbedder
+from reliability_doubles import SleepingEngine, ThreadHandle
 
 from envs.instruction_mdp import TIMEOUT, InstructionMDPEnv, step_many
 from teamsrl.config import ExperimentConfig, load_config

@@ -17,7 +17,7 @@ import time
 
 import psutil
 import pytest
-from reliability_doubles import HashEmbedder
+from embedding_doubles import HashEmbedder
 
 from envs.instruction_mdp import InstructionMDPEnv, step_many
 from teamsrl.serving.client import ServeLLMClient
