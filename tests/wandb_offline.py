@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32 * 1024
@@ -39,18 +40,39 @@ def _records(raw: bytes):
             pending = b""
 
 
-def history(run_file: str | Path) -> list[dict]:
-    """The logged rows (key -> JSON-decoded value), in order."""
+def run_records(run_file: str | Path, wait_s: float = 120.0) -> list:
+    """The parsed `Record`s of a finished run's file, waiting up to `wait_s` for its `exit`
+    record: `run.finish()` returns before wandb-core has flushed the file's tail (it closes the
+    stream after a fire-and-forget `inform_finish`), so on a busy machine a reader that comes at
+    once can find the last rows missing."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
-    rows = []
-    for data in _records(Path(run_file).read_bytes()):
-        record = pb.Record()
-        record.ParseFromString(data)
-        if record.WhichOneof("record_type") == "history":
-            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                         for i in record.history.item})
-    return rows
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = []
+        try:
+            for data in _records(Path(run_file).read_bytes()):
+                record = pb.Record()
+                record.ParseFromString(data)
+                records.append(record)
+        except DecodeError:  # a record cut where the flush has not reached yet
+            pass
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        if time.monotonic() > deadline:
+            kinds = [r.WhichOneof("record_type") for r in records]
+            raise AssertionError(f"{run_file}: no exit record after {wait_s:.0f} s; "
+                                 f"records so far: {kinds}")
+        time.sleep(0.5)
+
+
+def history(run_file: str | Path) -> list[dict]:
+    """The logged rows (key -> JSON-decoded value), in order."""
+    return [{(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+             for i in record.history.item}
+            for record in run_records(run_file)
+            if record.WhichOneof("record_type") == "history"]
 
 
 def run_history(run_dir: str | Path, job_type: str) -> list[dict]:

@@ -28,14 +28,11 @@ TINY = [
 
 
 def _wandb_group(run_dir: Path, job_type: str) -> str:
-    from wandb.proto import wandb_internal_pb2 as pb
-    from wandb_offline import _records
+    from wandb_offline import run_records
 
     run_id = (run_dir / f"wandb-{job_type}.id").read_text().strip()
     for f in run_dir.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"):
-        for data in _records(f.read_bytes()):
-            record = pb.Record()
-            record.ParseFromString(data)
+        for record in run_records(f):
             if record.WhichOneof("record_type") == "run":
                 return record.run.run_group
     raise AssertionError(f"no W&B run record for {job_type} under {run_dir}")
