@@ -148,6 +148,38 @@ def test_forced_actions_and_validation(tmp_path):
         Chooser(bad, names, "random")
 
 
+class _FixedPolicy:
+    """Stands in for a loaded policy: the same action distribution in every state."""
+
+    def __init__(self, probs):
+        self.probs = np.asarray(probs, np.float64)
+
+    def action_probabilities(self, obs):
+        return np.tile(self.probs, (len(obs), 1))
+
+
+def test_policy_actions_are_sampled_by_default_and_argmax_when_greedy():
+    names = ["breadth", "add_constraints", "deepening", "concretizing",
+             "increase_reasoning_steps", "complicate_input"]
+    probs = [0.5, 0.0, 0.3, 0.2, 0.0, 0.0]
+    ids = [f"seed_{i}" for i in range(600)]
+    obs = np.zeros((len(ids), 10), np.float32)
+
+    sampled = Chooser(load_config(None, []), names, "random")
+    assert sampled.greedy is False  # the default
+    sampled.policy = _FixedPolicy(probs)
+    picks = sampled.choose(ids, 2, obs)
+    counts = np.bincount(picks, minlength=len(names)) / len(picks)
+    assert counts[1] == counts[4] == counts[5] == 0  # never an action of probability 0
+    assert np.allclose(counts, probs, atol=0.06), counts
+    assert sampled.choose(ids, 2, obs) == picks  # seeded: a rerun draws the same
+    assert sampled.choose(ids, 3, obs) != picks  # a new draw per step
+
+    greedy = Chooser(load_config(None, ["generate.sampling=greedy"]), names, "random")
+    greedy.policy = _FixedPolicy(probs)
+    assert greedy.choose(ids, 2, obs) == [0] * len(ids)
+
+
 def test_row_log_recovers_from_a_torn_write(tmp_path):
     path = tmp_path / "rows.jsonl"
     log = RowLog(path)
