@@ -378,7 +378,10 @@ def _run_local(config, policy, batches, rowlog, client, stage, address, update, 
 def _run_sharded(config, policy, batches, rowlog, client, stage, address, update, chooser
                  ) -> None:
     """Batches spread over `generate.shards` Ray actors that call the Serve app; the driver is
-    the only writer of rows.jsonl (results are appended as they arrive, in any order)."""
+    the only writer of rows.jsonl (results are appended as they arrive, in any order). Each
+    actor holds two batches at a time and gets the next one when one of its own finishes, so a
+    slow actor never collects a backlog while a fast one idles. (The actors build their own
+    `Chooser` from the config; `chooser` is the driver's, used only by `_run_local`.)"""
     import ray
 
     from teamsrl.raycluster import init_ray
@@ -389,18 +392,24 @@ def _run_sharded(config, policy, batches, rowlog, client, stage, address, update
     shard = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(_Shard)
     actors = [shard.remote(config.model_dump(mode="json"), policy_arg, stage)
               for _ in range(config.generate.shards)]
-    pending: dict = {}
+    pending: dict = {}  # object ref -> (actor, batch)
     queue = list(batches)
+
+    def submit(actor) -> None:
+        if queue:
+            batch = queue.pop(0)
+            pending[actor.run.remote(batch)] = (actor, batch)
+
     try:
-        while queue or pending:
-            while queue and len(pending) < 2 * len(actors):
-                batch = queue.pop(0)
-                ref = actors[len(pending) % len(actors)].run.remote(batch)
-                pending[ref] = batch
+        for _ in range(2):
+            for actor in actors:
+                submit(actor)
+        while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            batch = pending.pop(ready[0])
+            actor, batch = pending.pop(ready[0])
             rowlog.append(ray.get(ready[0]), [s.id for _, s in batch])
             update(len(batch))
+            submit(actor)
     finally:
         for actor in actors:
             ray.kill(actor)
