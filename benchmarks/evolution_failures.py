@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                       "ex": ([], [])} for op in actions.operations}
     for i, (a, s, _) in enumerate(jobs):
         op, r = actions[a], responses[i]
-        reason = failed_evolution(s.text, r.text, rules,
-                                  template_texts=op.prompt_texts())
+        reason = failed_evolution(s.text, r.text, rules, template_texts=op.prompt_texts(),
+                                  cut=r.finish_reason == "length")
         row = rows[op.name]
         row["n"] += 1
         row["failed"] += bool(reason)
@@ -122,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:26} {row['n']:4d} {row['failed'] / row['n']:7.1%}  "
               f"{row['cut'] / row['n']:5.0%}  {row['asks'] / row['n']:5.0%}  {reasons}")
     print(f"{'all':26} {total_n:4d} {total_f / total_n:7.1%}")
-    print("failed: breaks an elimination rule; cut: hit max_tokens; asks: kept AND reads like an "
-          "instruction (a heuristic: starts with an instruction verb or question word, or ends "
-          "with '?'); kept rewrites that do not are mostly answers to the seed.")
+    print("failed: breaks an elimination rule (as the env applies them: a rewrite cut at "
+          "max_tokens fails unless a content rule failed it first); cut: hit max_tokens; "
+          "asks: kept AND reads like an instruction (a heuristic: starts with an instruction "
+          "verb or question word, or ends with '?'); kept rewrites that do not are mostly "
+          "answers to the seed.")
     for name, row in rows.items():
         for kind, items in zip(("FAILED", "kept"), row["ex"], strict=True):
             for old, new, reason in items[: args.show]:

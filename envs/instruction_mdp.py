@@ -192,7 +192,7 @@ class InstructionMDPEnv(gym.Env):
         p.rewrite = response.text
         p.rewrite_truncated = response.finish_reason == "length"
         p.failure = R.failed_evolution(p.before, p.rewrite, self.config.reward,
-                                       template_texts=op.prompt_texts())
+                                       template_texts=op.prompt_texts(), cut=p.rewrite_truncated)
         if p.failure:
             return  # a failed rewrite is discarded: no reviewer query is spent on it
         p.verdict_request = R.verdict_request(p.before, p.rewrite)

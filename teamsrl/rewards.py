@@ -77,6 +77,10 @@ class RewardConfig(BaseModel):
     novelty_pool_size: int = Field(256, ge=0, description="recent instructions (from earlier "
                                    "episodes) that novelty is measured against")
     max_rewrite_chars: int = Field(4000, ge=1, description="a longer rewrite fails the rules")
+    cut_rewrite_fails: bool = Field(True, description="a rewrite the expert stopped at its "
+                                    "max_tokens (finish_reason 'length') fails the rules: it is "
+                                    "an instruction cut mid-way. Off only for plumbing runs with "
+                                    "a few-token budget")
     apology_max_words: int = Field(80, ge=1, description="an apology under this many words fails")
     template_markers: list[str] = Field(default_factory=lambda: list(TEMPLATE_MARKERS),
                                         description="phrases (case-insensitive) whose presence "
@@ -88,11 +92,13 @@ def _normalise(text: str) -> str:
 
 
 def failed_evolution(old: str, new: str, config: RewardConfig | None = None,
-                     template_texts: Iterable[str] = ()) -> str:
+                     template_texts: Iterable[str] = (), cut: bool = False) -> str:
     """The elimination rule `new` breaks as a short reason, or "" when it passes.
 
     `template_texts` are texts from the prompt itself (its example, its sentences) that a rewrite
-    must not reproduce.
+    must not reproduce. `cut`: the expert stopped at its token budget, not at its end of text
+    (a failure when `config.cut_rewrite_fails`; the content rules are checked first, so their
+    reason wins).
     """
     config = config or RewardConfig()
     text = new.strip()
@@ -115,6 +121,8 @@ def failed_evolution(old: str, new: str, config: RewardConfig | None = None,
     for copied in template_texts:
         if copied and _normalise(copied) in norm:
             return "copies the prompt's text"
+    if cut and config.cut_rewrite_fails:
+        return "cut at max_tokens"
     return ""
 
 

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 def small_config(tmp_path, horizon: int = 2, cache: bool = False) -> ExperimentConfig:
     cfg = ExperimentConfig(run_dir=str(tmp_path))
     cfg.llm.expert.max_tokens = 32
+    cfg.env.reward.cut_rewrite_fails = False  # 32-token rewrites: plumbing, not quality
     cfg.llm.cache.enabled = cache
     cfg.env.horizon = horizon
     return cfg
@@ -180,3 +181,18 @@ def test_graded_rating_option_adds_one_reviewer_query(smollm2_engine, tmp_path):
         assert reward == pytest.approx(sum(info["reward_components"].values()))
         totals = env.client.ledger.session_totals()["reviewer"]
         assert totals.queries == 2 and totals.completion_tokens > 0
+
+
+def test_a_rewrite_cut_at_max_tokens_fails_and_is_discarded(smollm2_engine, tmp_path):
+    cfg = ExperimentConfig(run_dir=str(tmp_path))  # the rule is on by default
+    cfg.llm.expert.max_tokens = 3  # no rewrite of this seed ends within 3 tokens
+    cfg.env.horizon = 1
+    env = InstructionMDPEnv(cfg.model_dump(), client=client_for(smollm2_engine, cfg))
+    seed = "Write a poem about autumn."
+    env.reset(seed=5, options={"instruction": seed})
+    _, reward, _, _, info = env.step(env.actions.index("add_constraints"))
+    assert info["rewrite_truncated"] and info["rewrite"], info
+    assert info["failure"] == "cut at max_tokens", info
+    assert info["instruction"] == seed  # the cut rewrite is not the next state
+    assert info["queries"] == {"expert": 1, "reviewer": 0}  # and no verdict is spent on it
+    assert info["reward_components"]["failure"] == -cfg.env.reward.failure_penalty

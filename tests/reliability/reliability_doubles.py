@@ -1,8 +1,8 @@
 """Small deterministic stand-ins shared by the reliability tests (no model, no Ray).
 
 Their properties are about control flow (timeouts, counts, what reaches disk), never about text,
-so a sleeping engine is enough (and tests/embedding_doubles.py's hashing embedder); the text-dependent cases use the real
-SmolLM2 engine (`smollm2_engine` in tests/conftest.py).
+so a sleeping engine is enough (and tests/embedding_doubles.py's hashing embedder); the
+text-dependent cases use the real SmolLM2 engine (`smollm2_engine` in tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -130,3 +130,12 @@ def test_reward_config_rejects_bad_values():
         RewardConfig(failure_penalty=-1)
     with pytest.raises(ValidationError, match="extra"):
         RewardConfig(verdict_wieght=1.0)
+
+
+def test_a_rewrite_cut_at_max_tokens_fails_unless_turned_off():
+    cut = "Write a haiku about autumn, with the word 'amber' in the"
+    assert failed_evolution(OLD, cut) == ""  # stopped on its own: passes
+    assert failed_evolution(OLD, cut, cut=True) == "cut at max_tokens"
+    assert failed_evolution(OLD, OLD, cut=True) == "unchanged"  # a content rule's reason wins
+    off = RewardConfig(cut_rewrite_fails=False)
+    assert failed_evolution(OLD, cut, off, cut=True) == ""
