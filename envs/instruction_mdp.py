@@ -178,9 +178,7 @@ class InstructionMDPEnv(gym.Env):
         pending = PendingStep(self, a, self._text)
         op = self.actions[a]
         if op.queries:
-            spec = self.client.spec("expert")
-            prompt = self.actions.render(a, self._text, spec.max_prompt_tokens,
-                                         lambda t: self.client.count_tokens("expert", t))
+            prompt = self.actions.render_for(self.client, a, self._text)
             pending.prompt_truncated = prompt.truncated
             pending.expert = self.client.request(
                 "expert", list(prompt.messages),

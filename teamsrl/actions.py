@@ -251,3 +251,9 @@ class ActionSet:
         # format() substitutes the instruction as a value: braces inside it are not re-parsed.
         messages.append({"role": "user", "content": op.template.format(instruction=text)})
         return RenderedPrompt(tuple(messages), truncated, count_tokens(text))
+
+    def render_for(self, client, action: int | str, instruction: str) -> RenderedPrompt:
+        """`render` with the expert's prompt budget (`max_prompt_tokens`) and tokenizer, both
+        from `client` (an `LLMClient` or a `ServeLLMClient`)."""
+        return self.render(action, instruction, client.spec("expert").max_prompt_tokens,
+                           lambda t: client.count_tokens("expert", t))

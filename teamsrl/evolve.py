@@ -26,10 +26,9 @@ class Evolution:
 
 
 def evolve_prompt(client: LLMClient, actions: ActionSet, instruction: str, action: str,
-                  seed: int, max_instruction_tokens: int = 384) -> tuple[str, bool]:
+                  seed: int) -> tuple[str, bool]:
     """Apply one operation to one instruction; returns (rewrite, instruction was truncated)."""
-    prompt = actions.render(action, instruction, max_instruction_tokens,
-                            lambda t: client.count_tokens("expert", t))
+    prompt = actions.render_for(client, action, instruction)
     (response,) = client.chat("expert", [client.request("expert", list(prompt.messages), seed)])
     return response.text, prompt.truncated
 
@@ -44,8 +43,7 @@ def run_evolve(config: ExperimentConfig, instruction: str, action: str, seed: in
     client = build_client(config.llm, Path(config.run_dir), stage="evolve")
     try:
         text, truncated = evolve_prompt(client, actions, instruction, action,
-                                        config.seed if seed is None else seed,
-                                        config.llm.expert.max_prompt_tokens)
+                                        config.seed if seed is None else seed)
         return Evolution(text, truncated, client.ledger.session_totals(), client.ledger.totals())
     finally:
         client.close()

@@ -124,14 +124,8 @@ def measure_step_s(client, config: ExperimentConfig) -> float:
     actions = ActionSet.from_config(config.actions)
     seeds = load_seeds(config.env.seed_file, config.env.seed_column,
                        config.env.max_seed_chars).seeds[:n]
-    budget = client.spec("expert").max_prompt_tokens  # rendered as the env renders them
-
-    def render(text: str) -> list:
-        return list(actions.render(0, text, budget,
-                                   lambda t: client.count_tokens("expert", t)).messages)
-
-    requests = [client.request("expert", render(s.text), seed=config.seed + i)
-                for i, s in enumerate(seeds)]
+    requests = [client.request("expert", list(actions.render_for(client, 0, s.text).messages),
+                               seed=config.seed + i) for i, s in enumerate(seeds)]
     start = time.perf_counter()
     rewrites = client.chat("expert", requests, stage="warmup")
     client.score("reviewer", [verdict_request(s.text, r.text or s.text)
