@@ -96,12 +96,14 @@ def main() -> None:
 
     from teamsrl.config import load_config
     from teamsrl.llm.client import build_client
+    from teamsrl.llm.config import refuse_simulated
     from teamsrl.policy.export import load_policy
 
     overrides = [f"run_dir={tempfile.mkdtemp(prefix='pvr-')}", "llm.cache.enabled=false"]
     if args.seeds:
         overrides.append(f"env.seed_file={args.seeds}")
     config = load_config(f"{args.run}/config.yaml", overrides)
+    refuse_simulated(config.llm, "policy_vs_random (mean episode returns)")
     policy = load_policy(args.run)
     client = build_client(config.llm, config.run_dir, stage="benchmark")
     names = policy.action_names

@@ -142,6 +142,10 @@ def build_engine(spec: ModelSpec) -> LLMEngine:
         from teamsrl.llm.openai_engine import OpenAIEngine
 
         return OpenAIEngine.from_spec(spec)
+    if spec.engine == "simulated":
+        from teamsrl.llm.simulated_engine import SimulatedEngine
+
+        return SimulatedEngine.from_spec(spec)
     from teamsrl.llm.transformers_engine import TransformersEngine
 
     return TransformersEngine(spec.model, device=spec.device, dtype=spec.dtype,

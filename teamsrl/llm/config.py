@@ -13,15 +13,56 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class SimulatedEngineConfig(_Strict):
+    """Constants of `engine: simulated`, a latency model of one GPU running vLLM (no model).
+
+    A wave of up to `max_num_seqs` requests costs
+        wave_overhead_s + prefill_s_per_token * (prompt tokens of the wave)
+        + decode_step_s * (longest completion of the wave) + decode_s_per_token * (tokens generated)
+    which is a + b * (batch tokens) plus one fixed cost per decode step. Defaults are fitted to
+    the vLLM sweep of Llama-3.1-8B-Instruct (bf16, one A100 40GB, 1024 in / 128 out) in
+    ../shared/mission/reference-facts.md: ~75 tok/s for one request alone (13.3 ms a token) and
+    6.6x that aggregate at concurrency 8 (8 rows a step in 16.2 ms).
+    """
+
+    wave_overhead_s: float = Field(
+        0.005, ge=0.0, description="fixed seconds per wave (scheduling, sampling, HTTP); an "
+        "assumption, not in the published figures")
+    prefill_s_per_token: float = Field(
+        1.3e-4, ge=0.0, description="seconds per prompt token: 2 x 8.0e9 FLOP a token at ~40% "
+        "of the A100's 312 TFLOP/s bf16 peak (the datasheet peak is the one input not in "
+        "reference-facts.md); 1024 prompt tokens ~0.13 s to the first token")
+    decode_step_s: float = Field(
+        12.93e-3, ge=0.0, description="seconds per decode step whatever the batch (reading the "
+        "weights): 1/75 s per token alone (reference-facts.md) minus decode_s_per_token")
+    decode_s_per_token: float = Field(
+        4.04e-4, ge=0.0, description="seconds each generated token adds to its step: 8 rows "
+        "at 6.6 x 75 tok/s take 16.16 ms a step vs 13.33 ms alone, (16.16 - 13.33) / 7; "
+        "ceiling 1/b ~2,500 tok/s, the order of the ~3,363 tok/s peak published for a 7B on "
+        "one A100 80GB (reference-facts.md)")
+    max_num_seqs: int = Field(
+        128, ge=1, description="requests per wave (vLLM's max_num_seqs); a larger batch runs "
+        "in successive waves. 128: the ~18 GB of KV cache an A100 40GB keeps beside 16 GB of "
+        "bf16 weights hold ~140 sequences of 1,152 tokens at 128 KiB a token")
+    median_completion_tokens: int = Field(
+        64, ge=1, description="median natural length of a completion (log-normal, sigma "
+        "0.6), before max_tokens cuts it; an assumption for instruction rewrites")
+    time_scale: float = Field(
+        1.0, ge=0.0, description="multiplies every simulated latency: 0.01 makes a run 100x "
+        "shorter (say so beside any figure measured with it); 0 never sleeps")
+
+
 class ModelSpec(_Strict):
     """One role's model and its default sampling parameters."""
 
     model: str = Field(SMOLLM2_ID, description="`embedded:smollm2-135m-instruct`, a local HF "
                        "folder, or a local .gguf file (nothing is downloaded)")
-    engine: Literal["transformers", "openai", "vllm"] = Field(
+    engine: Literal["transformers", "openai", "vllm", "simulated"] = Field(
         "transformers", description="transformers: a local model (CPU/GPU); openai: any "
         "OpenAI-compatible server at base_url; vllm: the same client pointed at a "
-        "ray.serve.llm vLLM app (GPU clusters; untested on CPU machines)")
+        "ray.serve.llm vLLM app (GPU clusters; untested on CPU machines); simulated: a "
+        "latency model of a vLLM GPU with random-word texts, for throughput benchmarks only "
+        "(see `simulated`; quality benchmarks and reports refuse it)")
     base_url: str | None = Field(None, description="openai/vllm engines: the server's /v1 URL, "
                                  "e.g. http://127.0.0.1:8000/v1")
     served_model: str | None = Field(None, description="openai/vllm engines: the model name "
@@ -40,11 +81,13 @@ class ModelSpec(_Strict):
     max_prompt_tokens: int = Field(
         384, ge=16, description="token budget of the instruction inside a prompt; longer "
         "instructions are truncated and the truncation recorded")
-
+    simulated: SimulatedEngineConfig = Field(
+        default_factory=SimulatedEngineConfig, description="engine = simulated: the latency "
+        "model's constants (ignored by other engines)")
 
     @model_validator(mode="after")
     def _remote_needs_url(self) -> ModelSpec:
-        if self.engine != "transformers" and not self.base_url:
+        if self.engine in ("openai", "vllm") and not self.base_url:
             raise ValueError(f"engine = {self.engine!r}: expected base_url (the server's /v1 "
                              "URL)")
         return self
@@ -67,3 +110,14 @@ class LLMConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig, description="response cache")
     ledger_path: str | None = Field(
         None, description="SQLite ledger; default <run_dir>/ledger.sqlite")
+
+
+def refuse_simulated(llm_config: LLMConfig, what: str) -> None:
+    """Raise if any role runs `engine: simulated`: its texts are random words, so `what` (a
+    quality figure) would be meaningless."""
+    roles = [r for r in ("expert", "reviewer") if getattr(llm_config, r).engine == "simulated"]
+    if roles:
+        keys = ", ".join(f"llm.{r}.engine = 'simulated'" for r in roles)
+        raise ValueError(f"{what}: {keys}: a latency model whose texts and log-probs are random, "
+                         "for throughput benchmarks only; expected a real engine (transformers, "
+                         "openai or vllm) for a quality figure")

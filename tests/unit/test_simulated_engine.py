@@ -1,0 +1,175 @@
+"""The SIMULATED engine: its latency model, deterministic batch-invariant texts, its use through
+`LLMClient`, and the quality entry points that refuse it. No Ray, no model, no real sleeping:
+a recording `sleep` is injected."""
+
+from __future__ import annotations
+
+import pytest
+
+from teamsrl.llm.cache import ResponseCache
+from teamsrl.llm.client import LLMClient, build_engine
+from teamsrl.llm.config import LLMConfig, ModelSpec, SimulatedEngineConfig, refuse_simulated
+from teamsrl.llm.engine import LLMEngine
+from teamsrl.llm.ledger import QueryLedger
+from teamsrl.llm.schema import ChatRequest, ScoreRequest
+from teamsrl.llm.simulated_engine import SimulatedEngine
+
+
+class RecordingSleep:
+    """Stands in for time.sleep: records each requested duration."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def _engine(**constants) -> tuple[SimulatedEngine, RecordingSleep]:
+    sleep = RecordingSleep()
+    return SimulatedEngine("llama-3.1-8b", SimulatedEngineConfig(**constants), sleep=sleep), sleep
+
+
+def _req(i: int, seed: int = 0, max_tokens: int = 128, temperature: float = 0.7) -> ChatRequest:
+    return ChatRequest(messages=[{"role": "user", "content": f"Rewrite instruction number {i}."}],
+                       seed=seed, max_tokens=max_tokens, temperature=temperature)
+
+
+def test_it_is_an_engine_named_simulated_and_built_from_config():
+    engine = build_engine(ModelSpec(model="llama-3.1-8b", engine="simulated"))
+    assert isinstance(engine, SimulatedEngine) and isinstance(engine, LLMEngine)
+    assert engine.model_id == "SIMULATED:llama-3.1-8b"
+    assert "SIMULATED" in SimulatedEngine.__doc__
+
+
+def test_defaults_reproduce_the_published_vllm_figures():
+    """reference-facts.md: ~75 tok/s alone; 6.6x that aggregate at concurrency 8 (decode only)."""
+    engine, _ = _engine(wave_overhead_s=0.0, prefill_s_per_token=0.0)
+    alone = 128 / engine.wave_seconds([0], [128])
+    eight = 8 * 128 / engine.wave_seconds([0] * 8, [128] * 8)
+    assert alone == pytest.approx(75, rel=0.02)
+    assert eight / alone == pytest.approx(6.6, rel=0.02)
+    # the ceiling is of the order of the published ~3,363 tok/s peak of a 7B on one A100
+    assert 1_000 < engine.throughput_ceiling(0, 128) < 3_400
+
+
+def test_a_batch_under_capacity_costs_one_wave_of_a_plus_b_tokens():
+    c = dict(wave_overhead_s=0.01, prefill_s_per_token=1e-4, decode_step_s=0.012,
+             decode_s_per_token=4e-4, max_num_seqs=8, time_scale=0.5)
+    engine, sleep = _engine(**c)
+    out = engine.generate([_req(i, seed=i) for i in range(6)])
+    prompt = sum(r.prompt_tokens for r in out)
+    gen = [r.completion_tokens for r in out]
+    expected = (c["wave_overhead_s"] + c["prefill_s_per_token"] * prompt
+                + c["decode_step_s"] * max(gen) + c["decode_s_per_token"] * sum(gen))
+    assert len(sleep.calls) == 1
+    assert sleep.calls[0] == pytest.approx(expected * c["time_scale"], rel=1e-9)
+    assert engine.simulated_s == pytest.approx(expected)
+    assert engine.generated_tokens == sum(gen)
+
+
+def test_a_batch_above_capacity_runs_in_more_waves_and_costs_more():
+    engine, sleep = _engine(max_num_seqs=4)
+    reqs = [_req(i, seed=i) for i in range(10)]
+    engine.generate(reqs[:4])
+    one_wave = sum(sleep.calls)
+    sleep.calls.clear()
+    engine.generate(reqs)
+    assert len(sleep.calls) == 3  # 4 + 4 + 2
+    assert sum(sleep.calls) > 2 * one_wave
+    # the same 10 requests under a capacity that holds them all: one cheaper wave
+    wide, wide_sleep = _engine(max_num_seqs=16)
+    wide.generate(reqs)
+    assert len(wide_sleep.calls) == 1 and wide_sleep.calls[0] < sum(sleep.calls)
+
+
+def test_time_scale_zero_never_sleeps_and_score_costs_prefill_only():
+    engine, sleep = _engine(time_scale=0.0)
+    engine.generate([_req(0)])
+    assert sleep.calls == []
+    engine, sleep = _engine(wave_overhead_s=0.0)
+    (resp,) = engine.score([ScoreRequest(prompt="A, B,", candidates=(" C", " Q"))])
+    assert sleep.calls == [pytest.approx(engine.config.prefill_s_per_token
+                                         * (resp.prompt_tokens + sum(resp.num_tokens)))]
+
+
+def test_same_seed_same_text_different_seed_different_text():
+    engine, _ = _engine()
+    a, b = engine.generate([_req(1, seed=7)]), engine.generate([_req(1, seed=7)])
+    assert a == b and a[0].text
+    other = engine.generate([_req(1, seed=8)])
+    assert other[0].text != a[0].text
+    other_prompt = engine.generate([_req(2, seed=7)])
+    assert other_prompt[0].text != a[0].text
+    # greedy ignores the seed, as servers do
+    greedy = engine.generate([_req(1, seed=s, temperature=0.0) for s in (1, 2)])
+    assert greedy[0].text == greedy[1].text
+
+
+def test_a_request_gives_the_same_output_alone_and_in_a_batch_of_8():
+    engine, _ = _engine()
+    batch = [_req(i, seed=100 + i) for i in range(8)]
+    together = engine.generate(batch)
+    for req, resp in zip(reversed(batch), reversed(together), strict=True):
+        assert engine.generate([req]) == [resp]
+    scored = [ScoreRequest(prompt=f"Context {i}:", candidates=("Equal", "Not Equal"))
+              for i in range(8)]
+    assert engine.score(scored)[3] == engine.score([scored[3]])[0]
+
+
+def test_lengths_are_realistic_token_counts_cut_at_max_tokens():
+    engine, _ = _engine()
+    out = engine.generate([_req(i, seed=i, max_tokens=96) for i in range(200)])
+    lengths = sorted(r.completion_tokens for r in out)
+    assert 40 <= lengths[100] <= 90  # median near the configured 64
+    assert max(lengths) == 96 and min(lengths) >= 1
+    for r in out:
+        assert engine.count_tokens(r.text) == r.completion_tokens
+        if r.finish_reason == "length":  # (a natural length of exactly 96 is a "stop")
+            assert r.completion_tokens == 96
+    assert 0.1 < sum(r.finish_reason == "length" for r in out) / len(out) < 0.5
+    # a larger budget extends the same text: the cut is a prefix of it
+    short, long = engine.generate([_req(3, seed=3, max_tokens=8), _req(3, seed=3, max_tokens=999)])
+    assert short.finish_reason == "length" and long.text.startswith(short.text)
+    stopped = engine.generate([ChatRequest(messages=[{"role": "user", "content": "x"}],
+                                           seed=3, stop=(",", "."))])[0]
+    assert "," not in stopped.text and "." not in stopped.text and stopped.finish_reason == "stop"
+
+
+def test_scores_are_deterministic_plausible_log_probs():
+    engine, _ = _engine()
+    req = ScoreRequest(messages=[{"role": "user", "content": "Are these equal?"}],
+                       candidates=("Equal", "Not Equal", "Banana split"))
+    (a,), (b,) = engine.score([req]), engine.score([req])
+    assert a == b
+    assert a.num_tokens == (1, 2, 2)
+    assert all(-40.0 <= lp < 0.0 for lp in a.logprobs)
+    assert len(set(a.logprobs)) == 3
+    (other,) = engine.score([ScoreRequest(prompt="Something else entirely.",
+                                          candidates=req.candidates)])
+    assert other.logprobs != a.logprobs
+
+
+def test_it_works_through_the_client_cache_and_ledger(tmp_path):
+    engine, sleep = _engine()
+    client = LLMClient({"expert": engine, "reviewer": engine},
+                       ResponseCache(tmp_path / "c.sqlite"), QueryLedger(tmp_path / "l.sqlite"))
+    reqs = [_req(i, seed=i) for i in range(5)]
+    first = client.chat("expert", reqs)
+    waves = len(sleep.calls)
+    again = client.chat("expert", reqs)
+    assert [r.text for r in again] == [r.text for r in first] and all(r.cached for r in again)
+    assert len(sleep.calls) == waves  # cache hits cost no simulated time
+    client.score("reviewer", [ScoreRequest(prompt="p", candidates=("Equal", "Not Equal"))])
+    totals = client.ledger.totals()
+    assert (totals["expert"].queries, totals["expert"].cache_hits) == (5, 5)
+    assert totals["expert"].completion_tokens == sum(r.completion_tokens for r in first)
+    assert totals["reviewer"].queries == 1
+    client.close()
+
+
+def test_quality_entry_points_refuse_a_simulated_engine():
+    refuse_simulated(LLMConfig(), "report")  # real engines pass
+    config = LLMConfig(reviewer=ModelSpec(engine="simulated"))
+    with pytest.raises(ValueError, match=r"policy_vs_random: llm.reviewer.engine = 'simulated'"):
+        refuse_simulated(config, "policy_vs_random")
