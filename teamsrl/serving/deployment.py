@@ -4,7 +4,9 @@ Requests from every caller (all env runners on all nodes, generation tasks, HTTP
 the replica one by one and are grouped by `@serve.batch` into engine batches. The replica owns the
 `LLMClient` — engines, the content-addressed cache and the query ledger — so every caller shares
 one cache and one ledger. An OpenAI-compatible `POST /v1/chat/completions` route serves outside
-clients from the same replica (model = a role name or the role's model id).
+clients from the same replica (model = a role name or the role's model id); `stream: true` gets
+server-sent events in OpenAI's chunk format, the whole text in one content chunk (the replica
+generates whole completions in batches, so there is nothing to send token by token).
 
     from teamsrl.serving.deployment import deploy
     handle = deploy(config)   # ray.init() first; returns the app's DeploymentHandle
@@ -13,13 +15,14 @@ clients from the same replica (model = a role name or the role's model id).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
@@ -32,6 +35,23 @@ def _openai_error(status: int, message: str) -> JSONResponse:
     """An error body in OpenAI's shape, so OpenAI clients show the message."""
     kind = "not_found_error" if status == 404 else "invalid_request_error"
     return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind}})
+
+
+def _sse(completion: dict, include_usage: bool) -> StreamingResponse:
+    """A finished chat completion as OpenAI `chat.completion.chunk` server-sent events: the
+    role, the text, the finish reason, the usage when asked for, then `[DONE]`."""
+    head = {k: completion[k] for k in ("id", "created", "model")} | {
+        "object": "chat.completion.chunk"}
+    choice = completion["choices"][0]
+    deltas = [({"role": "assistant", "content": ""}, None),
+              ({"content": choice["message"]["content"]}, None),
+              ({}, choice["finish_reason"])]
+    chunks = [head | {"choices": [{"index": 0, "delta": d, "finish_reason": f}]}
+              for d, f in deltas]
+    if include_usage:
+        chunks.append(head | {"choices": [], "usage": completion["usage"]})
+    events = [f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
+    return StreamingResponse(iter(events), media_type="text/event-stream")
 
 
 @serve.deployment
@@ -109,7 +129,8 @@ class LLMServer:
     # ---------------------------------------------------------- OpenAI route
     @api.post("/v1/chat/completions")
     async def openai_chat(self, body: dict):
-        """OpenAI chat-completions: `model` is a role name or the role's model id."""
+        """OpenAI chat-completions: `model` is a role name or the role's model id; `stream`
+        answers with server-sent events."""
         role = self._role_of(body.get("model", "expert"))
         if role is None:
             return _openai_error(404, f"model {body.get('model')!r}: expected one of "
@@ -123,7 +144,7 @@ class LLMServer:
         except (TypeError, ValueError) as e:
             return _openai_error(400, str(e))
         resp = await self.chat(role, request, stage="http")
-        return {
+        completion = {
             "id": f"chatcmpl-{time.time_ns()}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -134,6 +155,10 @@ class LLMServer:
                       "completion_tokens": resp.completion_tokens,
                       "total_tokens": resp.prompt_tokens + resp.completion_tokens},
         }
+        if body.get("stream"):
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return _sse(completion, include_usage=usage)
+        return completion
 
     @api.get("/v1/models")
     async def openai_models(self) -> dict:

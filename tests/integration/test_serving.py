@@ -80,6 +80,29 @@ def test_openai_package_gets_a_completion_from_loopback(ray_serve):
     assert ids == {"expert", "reviewer"}
 
 
+def test_openai_package_streams_the_completion_as_server_sent_events(ray_serve):
+    """`stream=True` gets the same text as the plain call, in chunks, with usage when asked."""
+    import openai
+
+    _, _, serve_config = ray_serve
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{serve_config.http_port}/v1",
+                           api_key="unused", max_retries=0)
+    ask = {"model": "expert", "messages": [{"role": "user", "content": "Name a colour."}],
+           "max_tokens": 8, "seed": 11, "temperature": 0.7}
+    whole = client.chat.completions.create(**ask)
+    chunks = list(client.chat.completions.create(**ask, stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() and text == whole.choices[0].message.content
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == whole.choices[0].finish_reason and not any(finishes[:-1])
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.chat.completions.create(model="expert", temperature=9, stream=True,
+                                       messages=[{"role": "user", "content": "x"}])
+
+
 def test_openai_engine_over_http_gives_the_local_engines_texts(ray_serve, smollm2_engine):
     """The engine the vLLM path uses, pointed at our own OpenAI route."""
     from teamsrl.llm.openai_engine import OpenAIEngine
