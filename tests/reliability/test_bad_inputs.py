@@ -631,7 +631,13 @@ def test_the_table_has_at_least_24_distinct_cases():
 
 
 def test_readme_lists_every_case_with_its_outcome():
+    """Each case's README row is `| `id` | input | outcome |` with this file's input and outcome
+    text, word for word: a changed outcome has to be changed in both places."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Reliability", 1)[-1]
-    missing = [c.id for c in CASES if f"| `{c.id}` |" not in section]
+    rows = {line.split(" | ", 1)[0][3:-1]: line for line in section.splitlines()
+            if line.startswith("| `")}
+    missing = [c.id for c in CASES if c.id not in rows]
     assert not missing, f"README's reliability table lacks {missing}"
+    for c in CASES:
+        assert rows[c.id] == f"| `{c.id}` | {c.input} | {c.outcome} |", (rows[c.id], c)
