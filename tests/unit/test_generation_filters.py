@@ -1,6 +1,8 @@
 """Generation's filters and bookkeeping: near-duplicate removal, failed-evolution drops, the
 row log's crash recovery, forced actions. The engine here is deterministic (the properties are
-about which rows are dropped and counted, not about text quality); MiniLM is the real one."""
+about which rows are dropped and counted, not about text quality), and so is the embedder
+(tests/embedding_doubles.py). The paraphrase test needs the real MiniLM: it is in
+tests/integration/test_generation.py."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import random
 
 import numpy as np
 import pytest
+from embedding_doubles import HashEmbedder
 
 from teamsrl.config import load_config
 from teamsrl.generation.filters import deduplicate, distinct_n, mean_pairwise_distance
@@ -32,14 +35,7 @@ BASE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def encode():
-    from teamsrl.embeddings import shared_embedder
-
-    return shared_embedder().encode
-
-
-def test_minhash_drops_planted_near_duplicates_in_any_order(encode):
+def test_minhash_drops_planted_near_duplicates_in_any_order():
     rows = [_row(i, 1, t) for i, t in enumerate(BASE)]
     # planted: the same text with one word changed (high Jaccard), later in seed order
     rows.append(_row(10, 1, BASE[0].replace("two", "three")))
@@ -58,24 +54,6 @@ def test_minhash_drops_planted_near_duplicates_in_any_order(encode):
                      ("s11/2", "near-duplicate (minhash) of s3/1"))
 
 
-def test_embedding_dedup_drops_paraphrases_in_any_order(encode):
-    rows = [_row(i, 1, t) for i, t in enumerate(BASE)]
-    # a paraphrase shares few word 3-grams (MinHash misses it) but means the same
-    rows.append(_row(7, 1, "Explain the way photosynthesis turns light into chemical energy "
-                           "inside the cells of plants."))
-    outcomes = set()
-    for trial in range(4):
-        shuffled = rows[:]
-        random.Random(trial).shuffle(shuffled)
-        kept_mh, _ = deduplicate(shuffled, 0.5, 128, None)
-        assert len(kept_mh) == 6  # MinHash alone keeps the paraphrase
-        kept, dropped = deduplicate(shuffled, 0.5, 128, 0.85, encode)
-        outcomes.add((tuple(r["row_id"] for r in kept),
-                      tuple((r["row_id"], why) for r, why in dropped)))
-    assert outcomes == {(("s0/1", "s1/1", "s2/1", "s3/1", "s4/1"),
-                         (("s7/1", "near-duplicate (embedding) of s1/1"),))}
-
-
 def test_diversity_measures():
     assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
     v = np.eye(3, dtype=np.float32)
@@ -84,17 +62,22 @@ def test_diversity_measures():
 
 
 class PlantedEngine:
-    """Rewrites that fail the elimination rules for every other request; fine answers."""
+    """Rewrites that fail the elimination rules for every other request; fine answers. Every
+    rewrite prompt it receives is kept in `rewrite_prompts`."""
 
     model_id = "planted"
+
+    def __init__(self):
+        self.rewrite_prompts: list[str] = []
 
     def generate(self, requests):
         out = []
         for r in requests:
             prompt = r.messages[-1]["content"]
             if "#Given Prompt#" in prompt or "Rewritten" in prompt or len(r.messages) > 1:
+                self.rewrite_prompts.append("\n".join(m["content"] for m in r.messages))
                 bad = r.seed % 2 == 0
-                text = "I'm sorry, I cannot do that." if bad else \
+                text = APOLOGY if bad else \
                     f"Variant {r.seed}: describe the topic in depth with {r.seed % 97} examples."
             else:
                 text = f"Here is a detailed answer number {r.seed}."
@@ -108,7 +91,11 @@ class PlantedEngine:
         return len(text.split())
 
 
-def test_failed_evolutions_dropped_with_reason_counted(tmp_path):
+APOLOGY = "I'm sorry, I cannot do that."
+
+
+def test_failed_evolutions_dropped_with_reason_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr("teamsrl.embeddings.shared_embedder", lambda *a, **k: HashEmbedder())
     config = load_config(None, [f"run_dir={tmp_path}", "env.horizon=3",
                                 "generate.batch_seeds=4"])
     engine = PlantedEngine()
@@ -126,11 +113,22 @@ def test_failed_evolutions_dropped_with_reason_counted(tmp_path):
         if r["kept"]:
             assert r["output"].startswith("Here is a detailed answer")
             assert r["queries"]["expert"] == 2
-    # the instruction an episode continues from never is a failed rewrite
-    by_seed = {}
-    for r in sorted(rows, key=lambda r: (r["seed_index"], r["step"])):
-        by_seed.setdefault(r["seed_id"], []).append(r)
-    assert all(len(v) == 3 for v in by_seed.values())
+    # the instruction an episode continues from never is a failed rewrite: each step's rewrite
+    # prompt holds the seed's last accepted instruction (the seed text until one is accepted)
+    assert len(engine.rewrite_prompts) == 12
+    assert not [p for p in engine.rewrite_prompts if APOLOGY in p]
+    expected = []
+    for _, seed in batch:
+        steps = sorted((r for r in rows if r["seed_id"] == seed.id), key=lambda r: r["step"])
+        assert [r["step"] for r in steps] == [1, 2, 3]
+        current = seed.text
+        for r in steps:
+            expected.append(current)
+            if not r["failure"]:
+                current = r["instruction"]
+    assert any(r["failure"] and r["step"] < 3 for r in rows)  # a failure with a step after it
+    for text in set(expected):  # texts are unique per seed: counts pair prompts with steps
+        assert sum(text in p for p in engine.rewrite_prompts) == expected.count(text), text
 
 
 def test_forced_actions_and_validation(tmp_path):
