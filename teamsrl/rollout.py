@@ -35,6 +35,7 @@ class RolloutSummary:
     steps: int = 0
     seconds: float = 0.0
     ledger: dict[str, RoleTotals] = field(default_factory=dict)
+    trajectory: list[dict] = field(default_factory=list)  # one record per step, in step order
 
     def report(self) -> str:
         """Human-readable lines for the terminal."""
@@ -101,6 +102,13 @@ def run_rollout(config: ExperimentConfig, policy: str = "random", episodes: int 
                 if info["failure"]:
                     summary.failures[info["failure"].split(":")[0]] += 1
                 returns[i] += reward
+                summary.trajectory.append({
+                    "slot": i, "episode": info["episode"], "step": info["step"],
+                    "seed_id": info["seed_id"], "action": info["action_name"],
+                    "reward": float(reward), "failure": info["failure"],
+                    "rewrite": info["rewrite"], "instruction": info["instruction"],
+                    "verdict": info["verdict"], "novelty": info["novelty"],
+                    "terminated": bool(term), "truncated": bool(trunc)})
                 if not (term or trunc):
                     still.append(i)
                     continue

@@ -1,0 +1,104 @@
+"""The behaviour-preservation check of the redesign (issue 14): a golden run, recorded once.
+
+What it runs, with the real embedded SmolLM2 and MiniLM, cache off:
+- `teamsrl generate` in-process on the generation integration test's seeds and config (6 seeds,
+  horizon 2, 20-token rewrites), both arms: the Evol-Instruct baseline (`random`) and a fixed
+  untrained PPO policy committed under `tests/fixtures/golden/policy` (sampled);
+- a fixed-seed `rollout` of 2 episodes (random policy, horizon 3, 24-token rewrites, the
+  cut-rewrite rule on, so failed steps are in it too), every step's record kept.
+
+    .venv/bin/python tests/golden_run.py --record   # writes tests/fixtures/golden/*.json[l]
+
+`tests/integration/test_golden_behaviour.py` runs the same and compares byte for byte (the only
+field rewritten is `policy_id`, which holds the policy folder's absolute path).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+POLICY = GOLDEN / "policy"
+GENERATE_SETTINGS = ["generate.max_seeds=6", "generate.batch_seeds=2", "env.horizon=2",
+                     "llm.expert.max_tokens=20", "generate.answer_max_tokens=16",
+                     "env.reward.cut_rewrite_fails=false",
+                     "generate.dedup.embedding_threshold=0.9", "llm.cache.enabled=false"]
+ROLLOUT_SETTINGS = ["env.horizon=3", "llm.expert.max_tokens=24", "llm.cache.enabled=false"]
+
+
+def normalised(line: str) -> str:
+    """A data.jsonl line with the policy folder's absolute path replaced by `<policy>`."""
+    row = json.loads(line)
+    row["policy_id"] = row["policy_id"].replace(str(POLICY.resolve()), "<policy>")
+    return json.dumps(row, ensure_ascii=False)
+
+
+def generate(arm: str, run_dir: Path) -> list[str]:
+    """data.jsonl of one arm (normalised lines)."""
+    from teamsrl.config import load_config
+    from teamsrl.generation.run import run_generation
+
+    config = load_config(None, [f"run_dir={run_dir}", *GENERATE_SETTINGS])
+    policy = "random" if arm == "random" else str(POLICY)
+    run_generation(config, policy, out_dir=run_dir / arm, progress=False)
+    lines = (run_dir / arm / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    return [normalised(line) for line in lines]
+
+
+def rollout(run_dir: Path) -> list[dict]:
+    """Every step of a 2-episode random rollout (2 envs), as JSON-ready records."""
+    from teamsrl.config import load_config
+    from teamsrl.rollout import run_rollout
+
+    config = load_config(None, [f"run_dir={run_dir}", *ROLLOUT_SETTINGS])
+    summary = run_rollout(config, "random", episodes=2, num_envs=2, progress=False)
+    return json.loads(json.dumps(summary.trajectory))
+
+
+def record(run_dir: Path) -> None:
+    """Write the golden files (run once, before a refactor)."""
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    for arm in ("random", "policy"):
+        (GOLDEN / f"{arm}.data.jsonl").write_text("".join(
+            line + "\n" for line in generate(arm, run_dir)), encoding="utf-8")
+    (GOLDEN / "rollout.json").write_text(json.dumps(rollout(run_dir), indent=1,
+                                                    ensure_ascii=False), encoding="utf-8")
+
+
+def export_fixed_policy() -> None:
+    """The committed policy: an untrained PPO RLModule from torch seed 0, as training exports."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import (
+        DefaultPPOTorchRLModule,
+    )
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from teamsrl.actions import ActionSet, ActionSetConfig
+
+    names = ActionSet.from_config(ActionSetConfig()).names
+    obs_size = 384 + len(names) + 1
+    torch.manual_seed(0)
+    module = DefaultPPOTorchRLModule(
+        observation_space=gym.spaces.Box(-1.0, 1.0, (obs_size,), np.float32),
+        action_space=gym.spaces.Discrete(len(names)),
+        model_config=DefaultModelConfig(fcnet_hiddens=[16, 16]), inference_only=False)
+    POLICY.mkdir(parents=True, exist_ok=True)
+    module.save_to_path(str((POLICY / "rl_module").resolve()))
+    (POLICY / "spec.json").write_text(json.dumps({
+        "action_names": names, "embedder": "embedded:all-minilm-l6-v2", "horizon": 2,
+        "observation_size": obs_size, "iteration": 0, "seed": 543}, indent=2))
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    if "--record" not in sys.argv:
+        sys.exit("usage: tests/golden_run.py --record [--new-policy]")
+    if "--new-policy" in sys.argv:
+        export_fixed_policy()
+    with tempfile.TemporaryDirectory() as tmp:
+        record(Path(tmp))
