@@ -4,7 +4,9 @@
     teamsrl evolve --config experiments/quickstart.yaml --set llm.expert.max_tokens=64 ...
 
 Every command takes `--config FILE` (an experiment YAML) and any number of `--set KEY=VALUE`
-overrides; the config is validated before any model loads.
+overrides; the config is validated before any model loads. Each sub-command is one `_add_<name>`
+function (its arguments and its handler) followed by that handler; the handlers import their
+stage module, so `teamsrl --help` loads no Ray, torch or vLLM.
 """
 
 from __future__ import annotations
@@ -14,6 +16,35 @@ import os
 import sys
 
 from teamsrl.config import ConfigError, load_config
+
+_Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="teamsrl",
+        description="TeaMs-RL on Ray: train an instruction-rewriting policy with RL, generate "
+                    "an instruction dataset with few expert queries, fine-tune and evaluate.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The order here is the order `teamsrl --help` lists them in.
+    for add in (_add_evolve, _add_finetune, _add_evaluate, _add_report, _add_train_policy,
+                _add_generate, _add_compare, _add_pipeline, _add_sweep, _add_rollout):
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `teamsrl` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, ValueError, OSError, RuntimeError) as e:  # OSError: files, timeouts
+        print(f"teamsrl {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -29,15 +60,7 @@ def _address(p: argparse.ArgumentParser) -> None:
                    help="Ray cluster to join (e.g. auto); default: start a local Ray")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="teamsrl",
-        description="TeaMs-RL on Ray: train an instruction-rewriting policy with RL, generate "
-                    "an instruction dataset with few expert queries, fine-tune and evaluate.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_evolve(sub: _Subparsers) -> None:
     p = sub.add_parser("evolve", help="rewrite one instruction with one operation (expert LLM)",
                        description="Apply one rewriting operation to one instruction with the "
                                    "expert model and print the rewrite and the query ledger. "
@@ -50,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: config seed)")
     p.set_defaults(handler=_evolve)
 
+
+def _evolve(args: argparse.Namespace) -> int:
+    from teamsrl.evolve import run_evolve
+    from teamsrl.llm.ledger import format_totals
+
+    config = load_config(args.config, args.overrides)
+    result = run_evolve(config, args.instruction, args.action, args.seed)
+    print(result.text)
+    if result.truncated:
+        print("(the instruction was truncated to the prompt's token budget)", file=sys.stderr)
+    print(f"ledger (this call): {format_totals(result.this_call)}")
+    print(f"ledger (run total): {format_totals(result.run_total)}")
+    return 0
+
+
+def _add_finetune(sub: _Subparsers) -> None:
     p = sub.add_parser("finetune", help="DeepSpeed ZeRO fine-tuning on a generated dataset",
                        description="Supervised fine-tuning of finetune.base_model on an "
                                    "Alpaca-format dataset with DeepSpeed ZeRO (CPU: 2 gloo "
@@ -65,6 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the newest checkpoint in --out")
     p.set_defaults(handler=_finetune)
 
+
+def _finetune(args: argparse.Namespace) -> int:
+    from teamsrl.finetune.launch import run_finetune
+
+    config = load_config(args.config, args.overrides)
+    summary = run_finetune(config, args.data, args.out, resume=args.resume)
+    if not summary["finished"]:
+        print(f"paused at step {summary['steps']} of {summary['total_steps']} (stop_at_step); "
+              f"continue with --resume")
+        return 0
+    print(f"model: {summary['model_dir']} ({summary['steps']} steps, ZeRO-"
+          f"{summary['zero_stage']}, world size {summary['world_size']}); held-out rows: "
+          f"{summary['split']['heldout_rows']} in {summary['split']['heldout_file']}")
+    return 0
+
+
+def _add_evaluate(sub: _Subparsers) -> None:
     p = sub.add_parser("evaluate", help="lm-eval scores and membership-inference AUC",
                        description="Evaluate a fine-tuned model with lm-evaluation-harness "
                                    "(default: teamsrl's offline smoke tasks, which are NOT the "
@@ -87,6 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: <run_dir>/eval, where `teamsrl report` looks)")
     p.set_defaults(handler=_evaluate)
 
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from teamsrl.evaluate.run import format_summary, run_evaluate
+
+    overrides = list(args.overrides)
+    if args.tasks is not None:
+        tasks = [t.strip() for t in args.tasks.split(",")]
+        overrides.append(f"evaluate.tasks={json.dumps(tasks)}")
+    if args.limit is not None:
+        overrides.append(f"evaluate.limit={args.limit}")
+    config = load_config(args.config, overrides)
+    model = args.model or str(Path(config.run_dir) / "finetune")
+    print(format_summary(run_evaluate(config, model, args.out)))
+    return 0
+
+
+def _add_report(sub: _Subparsers) -> None:
     p = sub.add_parser("report", help="one Markdown page with the run's figures",
                        description="Draw a run on one page: PPO return and reward components, "
                                    "action distribution, diversity vs expert queries (policy vs "
@@ -98,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (config run_dir)")
     p.set_defaults(handler=_report)
 
+
+def _report(args: argparse.Namespace) -> int:
+    from teamsrl.evaluate.report import build_report
+
+    config = load_config(args.config, args.overrides)
+    page = build_report(args.run_dir, config)
+    print(page)
+    return 0
+
+
+def _add_train_policy(sub: _Subparsers) -> None:
     p = sub.add_parser("train-policy", help="train the rewriting policy with RLlib PPO",
                        description="Train the instruction-rewriting policy with RLlib PPO. The "
                                    "expert and reviewer run as a Ray Serve app; env runners "
@@ -113,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations to run now (default: policy.iterations)")
     p.set_defaults(handler=_train_policy)
 
+
+def _train_policy(args: argparse.Namespace) -> int:
+    from teamsrl.policy.train import train_policy
+
+    config = load_config(args.config, args.overrides)
+    if args.iterations is not None and args.iterations < 1:
+        raise ValueError(f"--iterations = {args.iterations}: expected >= 1")
+    result = train_policy(config, address=args.address, resume=args.resume,
+                          iterations=args.iterations)
+    m = result.metrics
+    print(f"trained to iteration {result.iterations}: return {m['rollout/return_mean']:.3f}, "
+          f"expert queries {int(m['queries/expert'])}, reviewer queries "
+          f"{int(m['queries/reviewer'])}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"policy export: {result.export}")
+    return 0
+
+
+def _add_generate(sub: _Subparsers) -> None:
     p = sub.add_parser("generate", help="generate the dataset from the policy or the random "
                        "baseline", description="Evolve every seed instruction for env.horizon "
                        "steps with the trained policy's operations (or uniformly random ones: "
@@ -133,126 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: <run_dir>/generate/<policy|random>)")
     p.set_defaults(handler=_generate)
 
-    p = sub.add_parser("compare", help="compare two generation runs side by side",
-                       description="Rows kept, expert and reviewer requests (generation, policy "
-                                   "training and total), requests per kept row, ledger queries "
-                                   "and cache hits, diversity (mean pairwise embedding distance, "
-                                   "distinct-2) and drop reasons of two `teamsrl generate` "
-                                   "output folders, recomputed from their files.")
-    p.add_argument("run_a", metavar="RUN_A", help="a generation output folder")
-    p.add_argument("run_b", metavar="RUN_B", help="another generation output folder")
-    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    p.set_defaults(handler=_compare)
-
-    p = sub.add_parser("pipeline", help="run every stage in order (resumable)",
-                       description="Run the pipeline's stages in order under one run dir: "
-                                   "train-policy, then the random-policy baseline rollout "
-                                   "(generation, fine-tuning, evaluation and the report join as "
-                                   "they land). Finished stages are skipped on a rerun; an "
-                                   "interrupted policy training resumes from its checkpoint.")
-    _common(p)
-    _address(p)
-    p.set_defaults(handler=_pipeline)
-
-    p = sub.add_parser("sweep", help="Ray Tune over action sets (train + generate per trial)",
-                       description="Run one Ray Tune trial per action set of a sweep YAML "
-                                   "(experiments/sweep-action-sets.yaml): a short policy "
-                                   "training and a small generation each, one W&B group, then "
-                                   "a table with one row per trial: return, queries per kept "
-                                   "row, diversity. --set overrides apply to every trial; "
-                                   "--set run_dir=, name=, max_concurrent_trials=, "
-                                   "trial_cpus= set the sweep's own keys.")
-    _common(p)
-    _address(p)
-    p.set_defaults(handler=_sweep)
-
-    p = sub.add_parser("rollout", help="run the instruction MDP with a fixed policy",
-                       description="Roll out the instruction MDP (expert rewrites, reviewer "
-                                   "verdicts, rewards) with a uniformly random policy — the "
-                                   "Evol-Instruct baseline — and print mean return, reward "
-                                   "components, action counts and the query ledger.")
-    _common(p)
-    p.add_argument("--policy", default="random", choices=["random"],
-                   help="random: a uniformly random operation at every step")
-    p.add_argument("--episodes", type=int, default=20, help="episodes to run")
-    p.add_argument("--num-envs", type=int, default=4,
-                   help="episodes stepped together (their requests are batched)")
-    p.set_defaults(handler=_rollout)
-    return parser
-
-
-def _evolve(args: argparse.Namespace) -> int:
-    from teamsrl.evolve import run_evolve
-    from teamsrl.llm.ledger import format_totals
-
-    config = load_config(args.config, args.overrides)
-    result = run_evolve(config, args.instruction, args.action, args.seed)
-    print(result.text)
-    if result.truncated:
-        print("(the instruction was truncated to the prompt's token budget)", file=sys.stderr)
-    print(f"ledger (this call): {format_totals(result.this_call)}")
-    print(f"ledger (run total): {format_totals(result.run_total)}")
-    return 0
-
-
-def _finetune(args: argparse.Namespace) -> int:
-    from teamsrl.finetune.launch import run_finetune
-
-    config = load_config(args.config, args.overrides)
-    summary = run_finetune(config, args.data, args.out, resume=args.resume)
-    if not summary["finished"]:
-        print(f"paused at step {summary['steps']} of {summary['total_steps']} (stop_at_step); "
-              f"continue with --resume")
-        return 0
-    print(f"model: {summary['model_dir']} ({summary['steps']} steps, ZeRO-"
-          f"{summary['zero_stage']}, world size {summary['world_size']}); held-out rows: "
-          f"{summary['split']['heldout_rows']} in {summary['split']['heldout_file']}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from teamsrl.evaluate.run import format_summary, run_evaluate
-
-    overrides = list(args.overrides)
-    if args.tasks is not None:
-        tasks = [t.strip() for t in args.tasks.split(",")]
-        overrides.append(f"evaluate.tasks={json.dumps(tasks)}")
-    if args.limit is not None:
-        overrides.append(f"evaluate.limit={args.limit}")
-    config = load_config(args.config, overrides)
-    model = args.model or str(Path(config.run_dir) / "finetune")
-    print(format_summary(run_evaluate(config, model, args.out)))
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from teamsrl.evaluate.report import build_report
-
-    config = load_config(args.config, args.overrides)
-    page = build_report(args.run_dir, config)
-    print(page)
-    return 0
-
-
-def _train_policy(args: argparse.Namespace) -> int:
-    from teamsrl.policy.train import train_policy
-
-    config = load_config(args.config, args.overrides)
-    if args.iterations is not None and args.iterations < 1:
-        raise ValueError(f"--iterations = {args.iterations}: expected >= 1")
-    result = train_policy(config, address=args.address, resume=args.resume,
-                          iterations=args.iterations)
-    m = result.metrics
-    print(f"trained to iteration {result.iterations}: return {m['rollout/return_mean']:.3f}, "
-          f"expert queries {int(m['queries/expert'])}, reviewer queries "
-          f"{int(m['queries/reviewer'])}")
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"policy export: {result.export}")
-    return 0
-
 
 def _generate(args: argparse.Namespace) -> int:
     from teamsrl.generation.run import run_generation
@@ -267,6 +253,19 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare(sub: _Subparsers) -> None:
+    p = sub.add_parser("compare", help="compare two generation runs side by side",
+                       description="Rows kept, expert and reviewer requests (generation, policy "
+                                   "training and total), requests per kept row, ledger queries "
+                                   "and cache hits, diversity (mean pairwise embedding distance, "
+                                   "distinct-2) and drop reasons of two `teamsrl generate` "
+                                   "output folders, recomputed from their files.")
+    p.add_argument("run_a", metavar="RUN_A", help="a generation output folder")
+    p.add_argument("run_b", metavar="RUN_B", help="another generation output folder")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(handler=_compare)
+
+
 def _compare(args: argparse.Namespace) -> int:
     import json
 
@@ -277,12 +276,38 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pipeline(sub: _Subparsers) -> None:
+    p = sub.add_parser("pipeline", help="run every stage in order (resumable)",
+                       description="Run the pipeline's stages in order under one run dir: "
+                                   "train-policy, then the random-policy baseline rollout "
+                                   "(generation, fine-tuning, evaluation and the report join as "
+                                   "they land). Finished stages are skipped on a rerun; an "
+                                   "interrupted policy training resumes from its checkpoint.")
+    _common(p)
+    _address(p)
+    p.set_defaults(handler=_pipeline)
+
+
 def _pipeline(args: argparse.Namespace) -> int:
     from teamsrl.pipeline import run_pipeline
 
     config = load_config(args.config, args.overrides)
     run_pipeline(config, address=args.address)
     return 0
+
+
+def _add_sweep(sub: _Subparsers) -> None:
+    p = sub.add_parser("sweep", help="Ray Tune over action sets (train + generate per trial)",
+                       description="Run one Ray Tune trial per action set of a sweep YAML "
+                                   "(experiments/sweep-action-sets.yaml): a short policy "
+                                   "training and a small generation each, one W&B group, then "
+                                   "a table with one row per trial: return, queries per kept "
+                                   "row, diversity. --set overrides apply to every trial; "
+                                   "--set run_dir=, name=, max_concurrent_trials=, "
+                                   "trial_cpus= set the sweep's own keys.")
+    _common(p)
+    _address(p)
+    p.set_defaults(handler=_sweep)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -297,6 +322,21 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_rollout(sub: _Subparsers) -> None:
+    p = sub.add_parser("rollout", help="run the instruction MDP with a fixed policy",
+                       description="Roll out the instruction MDP (expert rewrites, reviewer "
+                                   "verdicts, rewards) with a uniformly random policy — the "
+                                   "Evol-Instruct baseline — and print mean return, reward "
+                                   "components, action counts and the query ledger.")
+    _common(p)
+    p.add_argument("--policy", default="random", choices=["random"],
+                   help="random: a uniformly random operation at every step")
+    p.add_argument("--episodes", type=int, default=20, help="episodes to run")
+    p.add_argument("--num-envs", type=int, default=4,
+                   help="episodes stepped together (their requests are batched)")
+    p.set_defaults(handler=_rollout)
+
+
 def _rollout(args: argparse.Namespace) -> int:
     from teamsrl.rollout import run_rollout
 
@@ -304,18 +344,6 @@ def _rollout(args: argparse.Namespace) -> int:
     summary = run_rollout(config, args.policy, args.episodes, args.num_envs)
     print(summary.report())
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `teamsrl` console script."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("WANDB_MODE", "offline")
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except (ConfigError, ValueError, OSError, RuntimeError) as e:  # OSError: files, timeouts
-        print(f"teamsrl {args.command}: error: {e}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

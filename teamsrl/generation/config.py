@@ -42,7 +42,7 @@ class GenerateConfig(BaseModel):
                              "per step, one append to rows.jsonl per batch")
     max_seeds: int | None = Field(None, ge=1, description="use only the first N seeds")
     shards: int = Field(0, ge=0, description="0: run in this process with a local engine; "
-                        "N: N Ray tasks against the Serve app, batches spread over them")
+                        "N: N Ray actors against the Serve app, batches spread over them")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="near-duplicates")
 
     @field_validator("forced_actions")
