@@ -113,16 +113,49 @@ def test_same_seed_with_cache_gives_same_trajectory_and_no_new_queries(smollm2_e
     again_client.close()
 
 
-IDENTICAL = [
-    ("Write a poem about autumn.", "Write a poem about autumn."),
-    ("Why is the sky blue?", "Why is the sky blue?"),
-    ("Name three fruits.", "Name three fruits"),
-]
-DEEPER = [
-    ("Write a poem about autumn.",
+# (old, the same instruction again or a paraphrase, a deeper / more constrained rewrite)
+VERDICT_TABLE = [
+    ("Write a poem about autumn.", "Write a poem about autumn.",
      "Write a poem about autumn in exactly four lines, each line starting with L."),
-    ("Why is the sky blue?", "Explain why the sky is blue and why sunsets are red, with the "
-     "physics of Rayleigh scattering and a worked numeric example."),
+    ("Why is the sky blue?", "Why is the sky blue?",
+     "Explain why the sky is blue and why sunsets are red, with the physics of Rayleigh "
+     "scattering and a worked numeric example."),
+    ("Name three fruits.", "Name three fruits",
+     "Name three tropical fruits, give the country that exports most of each, and rank them "
+     "by vitamin C content."),
+    ("Describe a cat.", "Describe a cat.",
+     "Describe a Siamese cat's temperament, diet and grooming needs in three paragraphs of "
+     "under 80 words each."),
+    ("Summarize the plot of Hamlet.", "Summarise the plot of Hamlet.",
+     "Summarize the plot of Hamlet act by act, naming who dies in each act and why, in under "
+     "200 words."),
+    ("Write a story about a dragon.", "Write a story about a dragon.",
+     "Write a story about a dragon who is afraid of fire, told in the first person, ending "
+     "with a twist, in at most 300 words."),
+    ("How do plants grow?", "How do plants grow?",
+     "Explain how plants grow, covering photosynthesis, the role of auxins, and root water "
+     "uptake, with one experiment a student could run."),
+    ("Give tips for studying.", "Give some tips for studying.",
+     "Give five evidence-based tips for studying for a university maths exam, each with a "
+     "study that supports it and a weekly schedule."),
+    ("Translate 'hello' into French.", "Translate 'hello' into French.",
+     "Translate 'hello' into French, Spanish and Japanese, give the formal and informal "
+     "forms, and explain when each is used."),
+    ("What is a prime number?", "What is a prime number?",
+     "Define a prime number, prove that there are infinitely many primes, and list all primes "
+     "between 100 and 150."),
+    ("Write a recipe for pancakes.", "Write a recipe for pancakes.",
+     "Write a gluten-free, vegan recipe for pancakes for six people, with metric quantities, "
+     "a shopping list and the cost of each item."),
+    ("Explain gravity.", "Explain gravity.",
+     "Explain gravity as Newton and as Einstein described it, derive the escape velocity of "
+     "Earth, and compare the two theories' predictions."),
+    ("List some animals.", "List some animals.",
+     "List ten endangered animals, grouped by continent, with their estimated wild population "
+     "and the main threat to each."),
+    ("Describe the ocean.", "Describe the ocean",
+     "Describe the ocean's five depth zones, the pressure and temperature in each, and one "
+     "animal adapted to each zone."),
 ]
 RULE_CASES = [  # (old, new, fails the rules?)
     ("Write a poem.", "", True),
@@ -141,18 +174,24 @@ RULE_CASES = [  # (old, new, fails the rules?)
 
 
 def test_reviewer_verdict_and_rules_on_a_table(smollm2_engine):
+    """The rules on their table; the real SmolLM2 reviewer on 14 instructions, each paired with
+    itself (or a paraphrase) and with a deeper, more constrained rewrite. Measured on this
+    table: mean P(Not Equal) 0.26 for the same instruction vs 0.60 for the deeper one, and the
+    deeper rewrite scored higher for 14 of the 14 instructions (smallest gap 0.07)."""
     for old, new, fails in RULE_CASES:
         assert bool(failed_evolution(old, new)) is fails, (old, new[:40])
     client = LLMClient({"reviewer": smollm2_engine})
     kept = [(o, n) for o, n, fails in RULE_CASES if not fails]
-    pairs = IDENTICAL + DEEPER + kept
+    pairs = [(o, s) for o, s, _ in VERDICT_TABLE] + [(o, d) for o, _, d in VERDICT_TABLE] + kept
     scores = client.score("reviewer", [verdict_request(o, n) for o, n in pairs])
     assert client.ledger.session_totals()["reviewer"].queries == len(pairs)  # one pass each
+    assert all(len(s.logprobs) == 2 for s in scores)
     p_not_equal = [s.probabilities()[1] for s in scores]
     assert all(0.0 < p < 1.0 for p in p_not_equal)
-    assert all(len(s.logprobs) == 2 for s in scores)
-    same, deeper = p_not_equal[: len(IDENTICAL)], p_not_equal[len(IDENTICAL): len(IDENTICAL) + 2]
-    assert max(same) < min(deeper), (same, deeper)
+    n = len(VERDICT_TABLE)
+    same, deeper = np.array(p_not_equal[:n]), np.array(p_not_equal[n: 2 * n])
+    assert deeper.mean() - same.mean() > 0.2, (same.round(3), deeper.round(3))
+    assert (deeper > same).sum() >= 11, (same.round(3), deeper.round(3))  # a clear majority
 
 
 def test_rollout_cli_smoke(tmp_path, capsys):
