@@ -81,6 +81,10 @@ class ModelSpec(_Strict):
     max_prompt_tokens: int = Field(
         384, ge=16, description="token budget of the instruction inside a prompt; longer "
         "instructions are truncated and the truncation recorded")
+    probe_score: bool = Field(
+        True, description="openai/vllm engines: score a fixed probe once at start-up and refuse "
+        "a server whose log-probs are implausible; off for a chat-only server (a role that "
+        "never scores)")
     simulated: SimulatedEngineConfig = Field(
         default_factory=SimulatedEngineConfig, description="engine = simulated: the latency "
         "model's constants (ignored by other engines)")

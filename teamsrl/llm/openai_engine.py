@@ -7,9 +7,16 @@ batching sees them together; each carries its own `seed`, which vLLM uses for th
 sampling alone, so outputs do not depend on batch-mates (as with `TransformersEngine`).
 
 `generate` uses `/v1/chat/completions`; `score` uses `/v1/completions` with `echo=True,
-logprobs=0, max_tokens=1` and sums the prompt-token log-probabilities of the candidate. The
-vLLM path (and `score` over HTTP in general) is UNTESTED on the CPU machines this was written
-on; `generate` is tested against teamsrl's own OpenAI route.
+logprobs=0, max_tokens=1` on context + candidate and sums the log-probabilities of the echoed
+tokens that start at or after the context's end (each token's `text_offset`). Servers differ in
+the echo's shape: vLLM appends the one generated token, llama-cpp-python's server returns none;
+tokens past the prompt are ignored either way. The echo must reconstruct the prompt (leading
+tokens that are not prompt text, such as a BOS, aside) and a token must start exactly at the
+candidate, else a `ServerScoreError` says what the server sent. `probe()` scores a fixed context
+once at start-up (`from_spec`, unless the spec's `probe_score` is off) and refuses a server whose
+log-probs are implausible. `generate` is tested against teamsrl's own OpenAI route, `score` on
+recorded responses of both shapes (tests/unit/test_openai_score.py); against vLLM it is UNTESTED
+on the CPU machines this was written on.
 """
 
 from __future__ import annotations
@@ -18,6 +25,18 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
+
+# The start-up probe: any language model puts " Friday" far above " Banana" here (SmolLM2-135M,
+# no BOS: -0.10 vs -18.08 nats). A server reporting each token's log-prob from the wrong
+# position, or constant values, fails one of the bounds.
+PROBE_CONTEXT = "Monday, Tuesday, Wednesday, Thursday,"
+PROBE_LIKELY, PROBE_UNLIKELY = " Friday", " Banana"
+PROBE_MIN_LIKELY = -4.0  # nats: the likely candidate is at least ~2% probable
+PROBE_MIN_MARGIN = 4.0  # nats the likely candidate must beat the unlikely one by
+
+
+class ServerScoreError(RuntimeError):
+    """An OpenAI-compatible server's echoed log-probs cannot be trusted for scoring."""
 
 
 class OpenAIEngine:
@@ -44,8 +63,34 @@ class OpenAIEngine:
         if spec.api_key_env and key is None:
             raise ValueError(f"api_key_env = {spec.api_key_env!r}: that environment variable "
                              "is not set")
-        return cls(spec.base_url, spec.model, spec.served_model, key, spec.tokenizer,
-                   max_concurrency=spec.max_batch_size)
+        engine = cls(spec.base_url, spec.model, spec.served_model, key, spec.tokenizer,
+                     max_concurrency=spec.max_batch_size)
+        if spec.probe_score:
+            engine.probe()
+        return engine
+
+    def probe(self) -> None:
+        """Score a fixed context with a likely and an unlikely candidate; raise
+        `ServerScoreError` naming the server and the problem when the log-probs are implausible."""
+        where = f"{self.base_url} (model {self.served_model!r})"
+        hint = ("; scoring needs /v1/completions with echo=True and correct prompt log-probs. "
+                "If this role never scores (a chat-only expert), set probe_score: false in its "
+                "model spec")
+        try:
+            (resp,) = self.score([ScoreRequest(prompt=PROBE_CONTEXT,
+                                               candidates=(PROBE_LIKELY, PROBE_UNLIKELY))])
+        except Exception as e:
+            raise ServerScoreError(f"{where}: score probe failed: {type(e).__name__}: {e}{hint}"
+                                   ) from e
+        likely, unlikely = resp.logprobs
+        if not (0.0 >= likely >= PROBE_MIN_LIKELY and unlikely <= 0.0
+                and likely - unlikely >= PROBE_MIN_MARGIN):
+            raise ServerScoreError(
+                f"{where}: implausible log-probs: after {PROBE_CONTEXT!r}, {PROBE_LIKELY!r} got "
+                f"{likely:.3f} and {PROBE_UNLIKELY!r} {unlikely:.3f} nats; expected both <= 0, "
+                f"the first >= {PROBE_MIN_LIKELY:g} and >= {PROBE_MIN_MARGIN:g} above the "
+                "second (a server that reports each prompt token's log-prob from the wrong "
+                f"position, as llama-cpp-python's server does, gives this){hint}")
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         """All requests in flight at once; responses in request order."""
@@ -64,21 +109,22 @@ class OpenAIEngine:
             finish_reason=choice.finish_reason or "stop")
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
-        """Candidate log-probabilities from echoed prompt logprobs (untested here)."""
+        """Candidate log-probabilities from the echoed prompt's log-probs, aligned by offset."""
         return list(self._pool.map(self._score, requests))
 
     def _score(self, r: ScoreRequest) -> ScoreResponse:
         context = r.prompt if r.prompt is not None else self._chat_prefix(r.messages)
-        n_ctx = self.count_tokens(context)
-        logprobs, lengths = [], []
+        logprobs, lengths, n_ctx = [], [], 0
         for candidate in r.candidates:
             resp = self._client.completions.create(
                 model=self.served_model, prompt=context + candidate, echo=True, logprobs=0,
                 max_tokens=1, temperature=0.0)
-            token_lps = resp.choices[0].logprobs.token_logprobs
-            n_total = len([t for t in token_lps if t is not None]) + 1  # first has none
-            n_cand = max(1, n_total - 1 - n_ctx)  # minus the one generated token
-            cand = [t for t in token_lps[-1 - n_cand : -1] if t is not None]
+            lp = resp.choices[0].logprobs
+            if lp is None or not lp.tokens:
+                raise ServerScoreError(f"{self.base_url}: /v1/completions with echo=True, "
+                                       "logprobs=0 returned no log-probs")
+            cand, n_ctx = candidate_logprobs(lp.tokens, lp.token_logprobs, lp.text_offset,
+                                             context, candidate)
             logprobs.append(float(sum(cand)))
             lengths.append(len(cand))
         return ScoreResponse(tuple(logprobs), tuple(lengths), n_ctx)
@@ -109,3 +155,49 @@ class OpenAIEngine:
                 raise ValueError(f"model {self.model_id!r}: scoring chat messages over HTTP "
                                  "needs a local tokenizer; set `tokenizer:` in the model spec")
         return self._tokenizer
+
+
+def candidate_logprobs(tokens: list[str], token_logprobs: list[float | None],
+                       text_offset: list[int], context: str, candidate: str
+                       ) -> tuple[list[float], int]:
+    """The log-probs of the candidate's tokens in an echo of `context + candidate`, and how many
+    echoed tokens the context took. Raises `ServerScoreError` when the echo does not
+    reconstruct the prompt or no token starts where the candidate does."""
+    prompt = context + candidate
+    if not len(tokens) == len(token_logprobs) == len(text_offset):
+        raise ServerScoreError(f"echo: {len(tokens)} tokens, {len(token_logprobs)} log-probs, "
+                               f"{len(text_offset)} offsets; expected as many of each")
+    # Leading tokens that are not prompt text (a BOS such as "<s>") shift the offsets.
+    lead = next((i for i in range(min(3, len(tokens)))
+                 if "".join(tokens[i:]).startswith(prompt)), None)
+    if lead is None:
+        echoed = "".join(tokens)
+        at = next((i for i, (a, b) in enumerate(zip(echoed, prompt, strict=False)) if a != b),
+                  min(len(echoed), len(prompt)))
+        lo, hi = max(0, at - 20), at + 20
+        why = ""
+        if "".join(echoed.split()).endswith("".join(prompt.split())):
+            why = ("; they differ only in whitespace: the server decodes each token alone and "
+                   "drops its leading space (SentencePiece tokenizers, e.g. Llama-1/2 on vLLM), "
+                   "so its text_offset is wrong too")
+        raise ServerScoreError(f"echo does not reconstruct the prompt: they part at character "
+                               f"{at}: echoed {echoed[lo:hi]!r} vs prompt {prompt[lo:hi]!r}{why}")
+    base = text_offset[lead]
+    echo = [(o - base, t, lp) for o, t, lp in zip(text_offset, tokens, token_logprobs,
+                                                   strict=True)][lead:]
+    echo = [e for e in echo if e[0] < len(prompt)]  # later ones were generated
+    pos = 0
+    for o, t, _ in echo:  # an offset is the length of the echoed text before the token
+        if o != pos:
+            raise ServerScoreError(f"echo: token {t!r} at text_offset {o + base}; expected "
+                                   f"{pos + base}, the length of the echoed text before it")
+        pos += len(t)
+    if pos != len(prompt) or not any(o == len(context) for o, _, _ in echo):
+        raise ServerScoreError(f"echo: no token boundary where the candidate {candidate!r} "
+                               f"starts (character {len(context)}) or ends ({len(prompt)}); the "
+                               "server merged it with its neighbours")
+    cand = [lp for o, _, lp in echo if o >= len(context)]
+    if any(lp is None for lp in cand):
+        raise ServerScoreError(f"echo: candidate {candidate!r} has a token without a log-prob "
+                               "(an empty context cannot be scored)")
+    return [float(lp) for lp in cand], lead + len(echo) - len(cand)

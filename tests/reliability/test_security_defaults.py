@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,7 +108,8 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
     """An OpenAI-compatible server that records the Authorization header of every request.
 
     `/v1/chat/completions` answers with a text that names the prompt's length (so rewrites
-    differ); `/v1/completions` (echo + logprobs, how `OpenAIEngine` scores) echoes 8 tokens.
+    differ); `/v1/completions` (echo + logprobs, how `OpenAIEngine` scores) echoes the prompt as
+    word and space tokens, each -0.5 (too flat for the score probe, which these tests turn off).
     """
 
     auth_headers: list[str] = []
@@ -117,13 +119,17 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length))
         type(self).auth_headers.append(self.headers.get("Authorization", ""))
         if self.path.endswith("/completions") and "messages" not in body:
+            tokens = re.findall(r"\s+|\S+", body["prompt"])
+            offsets = [sum(map(len, tokens[:i])) for i in range(len(tokens))]
             reply = {"id": "x", "object": "text_completion", "created": 0,
                      "model": body["model"],
-                     "choices": [{"index": 0, "text": "", "finish_reason": "length",
-                                  "logprobs": {"tokens": ["t"] * 8,
-                                               "token_logprobs": [None] + [-0.5] * 7,
-                                               "top_logprobs": None, "text_offset": [0] * 8}}],
-                     "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}}
+                     "choices": [{"index": 0, "text": body["prompt"], "finish_reason": "length",
+                                  "logprobs": {"tokens": tokens,
+                                               "token_logprobs": [None] + [-0.5] * (
+                                                   len(tokens) - 1),
+                                               "top_logprobs": None, "text_offset": offsets}}],
+                     "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0,
+                               "total_tokens": len(tokens)}}
         else:
             n = len(json.dumps(body["messages"]))
             text = "A rewritten instruction." if body["messages"][-1]["content"] == \
@@ -172,7 +178,8 @@ def test_planted_api_key_is_used_but_written_nowhere(tmp_path, fake_openai, monk
         f"run_dir={run}", "tracking.mode=offline", "llm.expert.engine=openai",
         f"llm.expert.base_url={fake_openai}", f"llm.expert.api_key_env={KEY_ENV}",
         "llm.expert.served_model=fake", "llm.reviewer.engine=openai",
-        f"llm.reviewer.base_url={fake_openai}", f"llm.reviewer.api_key_env={KEY_ENV}"])
+        f"llm.reviewer.base_url={fake_openai}", f"llm.reviewer.api_key_env={KEY_ENV}",
+        "llm.expert.probe_score=false", "llm.reviewer.probe_score=false"])
     run.mkdir()
     log_file = run / "debug.log"  # everything logged, at DEBUG, by us and the HTTP stack
     handler = logging.FileHandler(log_file)
@@ -216,7 +223,7 @@ def test_planted_api_key_reaches_no_generation_artefact(tmp_path, fake_openai, m
     monkeypatch.setenv(KEY_ENV, secret)
     run = tmp_path / "run"
     remote = [f"base_url={fake_openai}", f"api_key_env={KEY_ENV}", "served_model=fake",
-              "tokenizer=embedded:smollm2-135m-instruct"]
+              "tokenizer=embedded:smollm2-135m-instruct", "probe_score=false"]
     config = load_config(None, [
         f"run_dir={run}", "tracking.mode=offline", "env.horizon=1", "generate.max_seeds=2",
         "generate.batch_seeds=2", "llm.expert.engine=openai", "llm.reviewer.engine=openai",

@@ -1,0 +1,200 @@
+"""`OpenAIEngine.score` over HTTP: candidate tokens aligned by `text_offset` in both echo shapes
+(vLLM appends the generated token, llama-cpp-python's server does not), the prompt-reconstruction
+check, and the start-up probe that refuses implausible servers.
+
+The responses are served by a stub on 127.0.0.1 from tests/fixtures/openai_echo_smollm2.json:
+SmolLM2-135M's echo of each prompt as vLLM builds it (each token decoded alone, its log-prob
+under the tokens before it, then the greedy next token), recorded with transformers on CPU,
+with `TransformersEngine.score` of the reviewer's verdict request beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from teamsrl.llm.config import ModelSpec
+from teamsrl.llm.openai_engine import (
+    PROBE_CONTEXT,
+    OpenAIEngine,
+    ServerScoreError,
+    candidate_logprobs,
+)
+from teamsrl.llm.schema import ScoreRequest
+
+RECORDED = json.loads((Path(__file__).parents[1] / "fixtures" / "openai_echo_smollm2.json")
+                      .read_text(encoding="utf-8"))
+ECHO = RECORDED["echo"]
+MODEL = "embedded:smollm2-135m-instruct"  # the local tokenizer renders the chat prefix
+
+
+def _reply(tokens: list[str], logprobs: list, prompt: str) -> dict:
+    offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    return {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": "smollm2",
+            "choices": [{"index": 0, "text": "".join(tokens), "finish_reason": "length",
+                         "logprobs": {"tokens": tokens, "token_logprobs": logprobs,
+                                      "text_offset": offsets, "top_logprobs": None}}],
+            "usage": {"prompt_tokens": len(ECHO[prompt]["tokens"]), "completion_tokens": 1,
+                      "total_tokens": len(ECHO[prompt]["tokens"]) + 1}}
+
+
+def vllm_shape(prompt: str) -> dict:
+    """The echo, then the one generated token (max_tokens=1)."""
+    rec = ECHO[prompt]
+    return _reply(rec["tokens"] + [rec["next"][0]], rec["logprobs"] + [rec["next"][1]], prompt)
+
+
+def llama_cpp_shape(prompt: str) -> dict:
+    """The echo alone: no generated token among the log-probs."""
+    rec = ECHO[prompt]
+    return _reply(rec["tokens"], rec["logprobs"], prompt)
+
+
+def shifted_logprobs(prompt: str) -> dict:
+    """The llama-cpp-python bug of issue 17: each token reports the next position's log-prob."""
+    rec = ECHO[prompt]
+    return _reply(rec["tokens"], [None, *rec["logprobs"][2:], -12.894], prompt)
+
+
+def constant_logprobs(prompt: str) -> dict:
+    rec = ECHO[prompt]
+    return _reply(rec["tokens"], [None] + [-0.5] * (len(rec["tokens"]) - 1), prompt)
+
+
+def shifted_down(prompt: str) -> dict:
+    """Every log-prob 10 nats too low (normalised over the wrong set): the order is right."""
+    rec = ECHO[prompt]
+    return _reply(rec["tokens"], [None] + [lp - 10 for lp in rec["logprobs"][1:]], prompt)
+
+
+def raw_logits(prompt: str) -> dict:
+    """Logits instead of log-probs: positive values, the order right."""
+    rec = ECHO[prompt]
+    return _reply(rec["tokens"], [None] + [lp + 20 for lp in rec["logprobs"][1:]], prompt)
+
+
+def spaces_dropped(prompt: str) -> dict:
+    """Tokens decoded one by one without their leading space (SentencePiece-style)."""
+    rec = ECHO[prompt]
+    return _reply([t.lstrip(" ") for t in rec["tokens"]], rec["logprobs"], prompt)
+
+
+def candidate_merged(prompt: str) -> dict:
+    """The context's last token and the candidate's first as one token."""
+    rec = ECHO[prompt]
+    tokens = rec["tokens"][:-3] + [rec["tokens"][-3] + rec["tokens"][-2], rec["tokens"][-1]]
+    return _reply(tokens, rec["logprobs"][:-2] + [rec["logprobs"][-1]], prompt)
+
+
+class _Stub(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.bodies.append(body)
+        data = json.dumps(self.server.respond(body["prompt"])).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """A completions stub on 127.0.0.1; set `.respond` to one of the shapes above."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    httpd.respond, httpd.bodies = vllm_shape, []
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _engine(server) -> OpenAIEngine:
+    return OpenAIEngine(server.url, MODEL, served_model="smollm2")
+
+
+@pytest.mark.parametrize("shape", [vllm_shape, llama_cpp_shape])
+def test_verdict_scores_equal_the_local_engine_in_both_echo_shapes(server, shape):
+    server.respond = shape
+    request = ScoreRequest(messages=RECORDED["verdict_messages"],
+                           candidates=("Equal", "Not Equal"))
+    (resp,) = _engine(server).score([request])
+    assert resp.logprobs == pytest.approx(RECORDED["verdict_local_logprobs"], abs=1e-4)
+    assert resp.num_tokens == tuple(RECORDED["verdict_local_num_tokens"]) == (1, 2)
+    assert resp.prompt_tokens == 88
+    assert all(b["echo"] and b["max_tokens"] == 1 for b in server.bodies)
+
+
+@pytest.mark.parametrize("shape", [vllm_shape, llama_cpp_shape])
+def test_a_two_token_candidate_sums_both_tokens(server, shape):
+    server.respond = shape
+    request = ScoreRequest(prompt=PROBE_CONTEXT, candidates=(" Friday", " Banana"))
+    (resp,) = _engine(server).score([request])
+    assert resp.num_tokens == (1, 2)  # " Ban" + "ana"
+    assert resp.logprobs == pytest.approx((-0.09769, -15.9299 - 2.15312), abs=1e-6)
+    (short,) = _engine(server).score([ScoreRequest(prompt="A, B,", candidates=(" C", " Q"))])
+    assert short.logprobs == pytest.approx((-1.39026, -6.05159), abs=1e-6)
+
+
+def test_an_echo_that_does_not_reconstruct_the_prompt_is_an_error(server):
+    server.respond = spaces_dropped
+    with pytest.raises(ServerScoreError, match=r"echo does not reconstruct the prompt: they "
+                       r"part at character 7: echoed 'Monday,Tuesday.*they differ only in "
+                       r"whitespace: the server decodes each token alone"):
+        _engine(server).score([ScoreRequest(prompt=PROBE_CONTEXT, candidates=(" Friday",))])
+
+
+def test_a_token_across_the_candidates_start_is_an_error(server):
+    server.respond = candidate_merged
+    with pytest.raises(ServerScoreError, match=r"no token boundary where the candidate ' Ban"):
+        _engine(server).score([ScoreRequest(prompt=PROBE_CONTEXT, candidates=(" Banana",))])
+
+
+def test_offsets_must_match_the_tokens():
+    tokens, lps = ["A", ",", " B"], [None, -1.0, -2.0]
+    assert candidate_logprobs(tokens, lps, [0, 1, 2], "A,", " B") == ([-2.0], 2)
+    with pytest.raises(ServerScoreError, match="token ' B' at text_offset 3; expected 2"):
+        candidate_logprobs(tokens, lps, [0, 1, 3], "A,", " B")
+    # a leading BOS the prompt does not contain shifts every offset
+    assert candidate_logprobs(["<s>", *tokens], [None, *lps], [0, 3, 4, 5], "A,", " B") == (
+        [-2.0], 3)
+
+
+def _spec(server, **kw) -> ModelSpec:
+    return ModelSpec(model=MODEL, engine="openai", base_url=server.url, served_model="smollm2",
+                     **kw)
+
+
+def test_the_probe_accepts_a_sound_server_at_start_up(server):
+    OpenAIEngine.from_spec(_spec(server))
+    assert [b["prompt"] for b in server.bodies] == [PROBE_CONTEXT + " Friday",
+                                                    PROBE_CONTEXT + " Banana"]
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    (shifted_logprobs, r"implausible log-probs: after '.*', ' Friday' got -12.894 and "
+                       r"' Banana' -15.047 nats"),
+    (constant_logprobs, r"implausible log-probs: .* ' Friday' got -0.500 and ' Banana' -1.000"),
+    (shifted_down, r"implausible log-probs: .* ' Friday' got -10.098 and ' Banana' -38.083"),
+    (raw_logits, r"implausible log-probs: .* ' Friday' got 19.902 and ' Banana' 21.917"),
+    (spaces_dropped, r"score probe failed: ServerScoreError: echo does not reconstruct"),
+])
+def test_the_probe_refuses_an_implausible_server_naming_it(server, shape, message):
+    server.respond = shape
+    with pytest.raises(ServerScoreError, match=rf"^{server.url} \(model 'smollm2'\): {message}"):
+        OpenAIEngine.from_spec(_spec(server))
+
+
+def test_the_probe_can_be_switched_off(server):
+    server.respond = shifted_logprobs
+    OpenAIEngine.from_spec(_spec(server, probe_score=False))
+    assert server.bodies == []
