@@ -48,6 +48,19 @@ def _weights(folder: Path) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+def _response_loss(model, tok, row: dict) -> float:
+    """Mean loss per token of a row's response + EOS after its Alpaca prompt."""
+    import torch
+
+    from teamsrl.finetune.data import alpaca_prompt
+
+    prompt = tok(alpaca_prompt(row["instruction"], row["input"]))["input_ids"]
+    response = tok(row["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([prompt + response]),
+                     labels=torch.tensor([[-100] * len(prompt) + response])).loss.item()
+
+
 @pytest.fixture(scope="module")
 def zero2_run(tiny_llama, tmp_path_factory):
     """The uninterrupted ZeRO-2 run (W&B offline), shared by the learning and resume tests."""
@@ -87,9 +100,20 @@ def test_zero2_two_processes_learns_and_saves_a_model_that_generates(tiny_llama,
                                      tokenize=False)
     assert prompt.endswith("### Response:\n")  # the Alpaca template it was trained on
     ids = tok(prompt, return_tensors="pt")
-    gen = model.generate(**ids, max_new_tokens=5, do_sample=False)
-    assert gen.shape[1] > ids["input_ids"].shape[1]
-    assert isinstance(tok.decode(gen[0, ids["input_ids"].shape[1]:]), str)
+    n = ids["input_ids"].shape[1]
+    gen = model.generate(**ids, max_new_tokens=5, do_sample=False)[0, n:].tolist()
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    base_gen = base.generate(**ids, max_new_tokens=5, do_sample=False)[0, n:].tolist()
+    # it generates what it learned: tokens of the training responses (each ends with EOS; 6
+    # steps teach mostly that), where the random model it started from says unrelated tokens
+    train_rows = [json.loads(r) for r in (out / "split" / "train.jsonl").open()]
+    learned = {tok.eos_token_id} | {t for r in train_rows for t in
+                                    tok(r["output"], add_special_tokens=False)["input_ids"]}
+    assert gen and set(gen) <= learned, tok.decode(gen)
+    assert not set(base_gen) <= learned, tok.decode(base_gen)
+    # and it gives every training response (+ EOS) a lower loss than the base model does
+    for r in train_rows:
+        assert _response_loss(model, tok, r) < _response_loss(base, tok, r) - 0.2, r
 
     split = json.loads((out / "split.json").read_text())
     assert split["train_rows"] == 18 and split["heldout_rows"] == 2
