@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,21 +185,40 @@ def test_policy_arm_through_serve_shards_and_compare(reference, ray_serve, tmp_p
     assert all(r["policy_id"].endswith("@iteration-0") for r in rows)
 
     a, b = run_stats(tmp_path / "policy"), run_stats(reference / "generate" / "random")
+    expected: dict[str, tuple[str, ...]] = {}  # table row -> (A cell, B cell), from the files
     for stats, folder in ((a, tmp_path / "policy"), (b, reference / "generate" / "random")):
         all_rows = [r for r in _jsonl(folder / "rows.jsonl") if r["kind"] == "row"]
         kept = _jsonl(folder / "data.jsonl")
+        expert = sum(r["queries"]["expert"] for r in all_rows)
+        reviewer = sum(r["queries"]["reviewer"] for r in all_rows)
         assert stats["rows_generated"] == len(all_rows)
         assert stats["rows_kept"] == len(kept)
-        assert stats["expert_generation"] == sum(r["queries"]["expert"] for r in all_rows)
-        assert stats["reviewer_generation"] == sum(r["queries"]["reviewer"] for r in all_rows)
+        assert stats["expert_generation"] == expert
+        assert stats["reviewer_generation"] == reviewer
         assert sum(stats["drops"].values()) == len(all_rows) - len(kept)
+        for label, n in (("rows generated", len(all_rows)), ("rows kept", len(kept)),
+                         ("expert requests: generation", expert),
+                         ("reviewer requests: generation", reviewer)):
+            expected[label] = (*expected.get(label, ()), str(n))
     table = compare_table(a, b)
-    assert "rows kept" in table and "A: policy" in table and "B: random" in table
+    assert _table_cells(table)[""] == ("A: policy", "B: random")
     out = subprocess.run([sys.executable, "-m", "teamsrl.cli", "compare", str(tmp_path / "policy"),
                           str(reference / "generate" / "random")], env=_env(),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert f"{'rows kept':<45}" in out.stdout or "rows kept" in out.stdout
+    for text in (table, out.stdout):
+        cells = _table_cells(text)
+        assert {label: cells[label] for label in expected} == expected, text
+
+
+def _table_cells(text: str) -> dict[str, tuple[str, ...]]:
+    """`teamsrl compare`'s table as {row label: (A cell, B cell)} ("" labels the header)."""
+    cells = {}
+    for line in text.splitlines():
+        parts = re.split(r"\s{2,}", line.rstrip())
+        if len(parts) == 3:
+            cells[parts[0]] = (parts[1], parts[2])
+    return cells
 
 
 def test_embedding_dedup_drops_paraphrases_in_any_order():
