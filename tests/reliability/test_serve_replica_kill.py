@@ -38,6 +38,11 @@ def _replica_pids(app: str) -> list[int]:
     return pids
 
 
+def _engine_batches(handle) -> int:
+    """Engine batches the replica has started (it counts one before running each)."""
+    return sum(handle.stats.remote().result(timeout_s=10)["batch_sizes"].values())
+
+
 def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve, caplog):
     handle, config, serve_config = ray_serve
     client = ServeLLMClient(handle, config.llm, timeout_s=120, stage="replica-kill",
@@ -50,32 +55,45 @@ def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve, c
     for i, env in enumerate(envs):
         env.reset(options={"instruction": f"Plan a trip number {i} to a lake ({stamp})."})
     client.count_tokens("expert", "warm")  # tokenizer loaded: the requests leave at once
-    killed: list[int] = []
+    batches_before = _engine_batches(handle)
+    killed: list[float] = []
 
     def killer():
-        time.sleep(1.0)  # the batch is in the engine by now (new texts: never cached; 4
-        # rewrites of 24 tokens take the 135M model several seconds)
-        os.kill(old_pid, signal.SIGKILL)
-        killed.append(time.monotonic())
+        # kill once the replica has started an engine batch of this step (new texts: never
+        # cached; 4 rewrites of 24 tokens keep the 135M model busy for seconds)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if _engine_batches(handle) > batches_before:
+                os.kill(old_pid, signal.SIGKILL)
+                killed.append(time.monotonic())
+                return
+            time.sleep(0.02)  # polling interval, not synchronisation
 
     thread = threading.Thread(target=killer, daemon=True)
     start = time.monotonic()
     thread.start()
     results = step_many(envs, [0, 1, 2, 3])
     end = time.monotonic()
-    elapsed = end - start
     thread.join(5)
     assert len(killed) == 1 and killed[0] < end  # killed while the step was in flight
     (new_pid,) = _replica_pids(serve_config.app_name)
     assert new_pid != old_pid
     infos = [r[4] for r in results]
     resent = sum("lost with its replica" in r.getMessage() for r in caplog.records)
-    print(f"replica kill: step took {elapsed:.1f} s; {resent} request(s) re-sent by the client "
-          "(the rest re-routed by Serve);", [(i["failure"], i["timeouts"]) for i in infos])
+    print(f"replica kill: step took {end - start:.1f} s; {resent} request(s) re-sent by the "
+          "client (the rest re-routed by Serve);", [(i["failure"], i["timeouts"]) for i in infos])
     assert all(i["failure"] != "timeout" for i in infos), infos  # retried, answered
     assert resent >= 1  # the kill hit requests the replica was running: the client re-sent them
+    # exactly what the step asked for, each answered once: 4 rewrites, one verdict per rewrite
+    # that passed the rules; nothing the killed replica was running is counted
+    reviewed = sum(bool(i["reviewed"]) for i in infos)
+    assert sum(i["queries"]["expert"] for i in infos) == 4
+    step = client.ledger.totals(stage="replica-kill")
+    assert {r: (t.queries, t.cache_hits, t.failures) for r, t in step.items()} == \
+        {"expert": (4, 0, 0), **({"reviewer": (reviewed, 0, 0)} if reviewed else {})}
+    # the ledger file survived the replica: every row written before the kill is still there
     after = client.ledger.totals()
-    for role, t in before.items():  # the ledger file survived the replica: nothing lost
-        assert after[role].queries >= t.queries and after[role].cache_hits >= t.cache_hits
-    expert_before = before["expert"].queries if "expert" in before else 0
-    assert after["expert"].queries >= expert_before + 4  # the rewrites, answered after the kill
+    for role in set(before) | set(after):
+        b, s, a = before.get(role), step.get(role), after[role]
+        assert a.queries == (b.queries if b else 0) + (s.queries if s else 0), role
+        assert a.cache_hits == (b.cache_hits if b else 0) + (s.cache_hits if s else 0), role
