@@ -39,6 +39,16 @@ def _wandb_group(run_dir: Path, job_type: str) -> str:
     raise AssertionError(f"no W&B run record for {job_type} under {run_dir}")
 
 
+def _ledger_totals(run_dir: Path, stage: str) -> dict:
+    from teamsrl.llm.ledger import QueryLedger
+
+    ledger = QueryLedger(run_dir / "ledger.sqlite")
+    try:
+        return ledger.totals(stage=stage)
+    finally:
+        ledger.close()
+
+
 def test_two_trial_sweep_prints_its_table(tmp_path, capsys):
     sweep = {
         "name": "sweep-test", "base": str(ROOT / "experiments" / "quickstart.yaml"),
@@ -71,11 +81,24 @@ def test_two_trial_sweep_prints_its_table(tmp_path, capsys):
         run_dir = tmp_path / "sweep" / row["trial"]
         assert math.isfinite(row["return"]) and row["train_queries"] > 0
         assert row["gen_expert_queries"] > 0  # the trained policy drove real rewrites
-        if row["rows_kept"]:
-            assert row["queries_per_kept_row"] == (
-                row["gen_expert_queries"] + row["gen_reviewer_queries"]) / row["rows_kept"]
-        summary = json.loads((Path(row["dataset"]) / "summary.json").read_text())
-        assert summary["rows_kept"] == row["rows_kept"]
+        # the row's generation numbers against the trial's files: every request a generated
+        # row made (rows.jsonl), the rows kept (data.jsonl), what the ledger saw for the stage
+        dataset = Path(row["dataset"])
+        records = [json.loads(line) for line in (dataset / "rows.jsonl").open()]
+        generated = [r for r in records if r["kind"] == "row"]
+        kept = (dataset / "data.jsonl").read_text().splitlines()
+        asked = {role: sum(r["queries"][role] for r in generated)
+                 for role in ("expert", "reviewer")}
+        summary = json.loads((dataset / "summary.json").read_text())
+        ledger = _ledger_totals(run_dir, summary["stage"])
+        for role in ("expert", "reviewer"):
+            assert asked[role] == row[f"gen_{role}_queries"], (role, asked, row)
+            if asked[role]:
+                assert ledger[role].queries + ledger[role].cache_hits == asked[role], role
+        assert row["rows_kept"] == len(kept) == summary["rows_kept"]
+        if kept:
+            assert row["queries_per_kept_row"] == pytest.approx(
+                (asked["expert"] + asked["reviewer"]) / len(kept))
         assert summary["diversity"]["distinct_2"] == row["distinct_2"]
         assert _wandb_group(run_dir, "train-policy") == "sweep-test"
     spec = json.loads((tmp_path / "sweep" / "depth-only" / "policy" / "export" / "spec.json")
