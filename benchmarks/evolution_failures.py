@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         row["cut"] += r.finish_reason == "length"
         row["asks"] += not reason and looks_like_instruction(r.text)
         if reason:
-            row["reasons"][reason.split(":")[0]] += 1
+            row["reasons"][reason.kind.value] += 1
         row["ex"][0 if reason else 1].append((s.text, r.text, reason))
     print(f"{len(jobs)} rewrites of {len(seeds)} seeds, max_tokens={args.max_tokens}, "
           f"temperature={args.temperature}, {seconds:.0f} s, "

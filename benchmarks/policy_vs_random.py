@@ -46,10 +46,9 @@ def run_arm(config, act, episodes: int, num_envs: int, client, names) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from envs.vector import InstructionMDPVectorEnv
+    from teamsrl.mdp import make_vector_env
 
-    vec = InstructionMDPVectorEnv(config.model_dump(mode="json") | {"num_envs": num_envs},
-                                  client=client)
+    vec = make_vector_env(config, client, num_envs)
     obs, _ = vec.reset(seed=config.seed)
     rng = np.random.default_rng(config.seed)
     returns, running = [], np.zeros(num_envs)

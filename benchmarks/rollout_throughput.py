@@ -59,9 +59,9 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from envs.vector import InstructionMDPVectorEnv
     from teamsrl.config import load_config
     from teamsrl.llm.client import LLMClient, build_engine
+    from teamsrl.mdp import make_vector_env
     from teamsrl.raycluster import init_ray
     from teamsrl.serving.client import ServeLLMClient
     from teamsrl.serving.deployment import deploy
@@ -71,19 +71,17 @@ def main() -> None:
                                 f"llm.expert.max_tokens={args.max_tokens}",
                                 "serving.num_cpus=2", f"serving.max_batch_size={args.num_envs}",
                                 f"serving.max_ongoing_requests={4 * args.num_envs}"])
-    dump = config.model_dump(mode="json")
-
     # (a) serial, direct
     engine = build_engine(config.llm.expert)
     direct = Recording(LLMClient({"expert": engine, "reviewer": engine}))
-    serial = InstructionMDPVectorEnv(dump | {"num_envs": 1}, client=direct)
+    serial = make_vector_env(config, direct, 1)
     a = _steps_per_s(serial, args.steps, np.random.default_rng(1))
 
     # (b) N envs through Serve (the replica owns the whole machine, like in training)
     init_ray(num_cpus=2)
     handle = deploy(config.llm, config.serving, run_dir, stage="bench")
     served = Recording(ServeLLMClient(handle, config.llm))
-    vec = InstructionMDPVectorEnv(dump | {"num_envs": args.num_envs}, client=served)
+    vec = make_vector_env(config, served, args.num_envs)
     _steps_per_s(vec, args.num_envs, np.random.default_rng(3))  # warm-up step
     served.batches.clear()
     b = _steps_per_s(vec, args.steps, np.random.default_rng(2))

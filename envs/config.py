@@ -1,8 +1,8 @@
 """`EnvConfig`: the instruction MDP's section of an experiment config (`ExperimentConfig.env`).
 
-The env itself is built from the whole experiment config (`ExperimentConfig.model_dump()`, the
-RLlib `env_config`), because it needs the `llm` and `actions` sections and the run seed too; this
-section holds what is the env's own: horizon, seed pool, embedder and rewards.
+The env is built from this section plus an `ActionSet`, an LLM client, a seed pool and a seed
+(`teamsrl.mdp` picks those out of an experiment config); this section holds what is the env's own:
+horizon, seed pool, embedder and rewards.
 """
 
 from __future__ import annotations

@@ -8,16 +8,17 @@ is the weighted sum of verdict, embedding novelty, failure penalty and query cos
 (`teamsrl.rewards`). A failed rewrite is discarded: the instruction stays as it was. `stop` (when
 the action set has it) ends the episode without a query. The episode is truncated at the horizon.
 
-Config convention: the env takes ONE dict, an `ExperimentConfig.model_dump()` (it needs the `llm`,
-`actions`, `env` sections and the run `seed`); RLlib's `num_envs` key is ignored here and used by
-the vector form (`envs.vector`). The LLM client is injected (`client=`) or built from `llm`.
+The env is built from what is its own: its `EnvConfig` section, the `ActionSet`, an LLM client
+(anything that follows `teamsrl.llm.protocol.LLMService`), the seed pool and a default seed. Its
+step goes through `envs.stepper.BatchStepper`, the one place that turns actions into LLM batches;
+`envs.vector.InstructionMDPVectorEnv` steps N of these envs with one batch per role.
 
 Determinism: every request's sampling seed derives from (env seed, episode index since the last
 seeded reset, step, role), engines are batch-invariant, and a seeded reset also clears the
 novelty pool, so the same seed and actions give the same trajectory, cached or not. A reset
-without a seed on a never-seeded env uses the experiment seed (plus 10,000 x RLlib worker index).
+without a seed on a never-seeded env uses `seed`.
 
-    env = gymnasium.make("teamsrl/InstructionMDP-v0", config=ExperimentConfig().model_dump())
+    env = gymnasium.make("teamsrl/InstructionMDP-v0", config=EnvConfig(), client=client)
 """
 
 from __future__ import annotations
@@ -25,43 +26,23 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.config import EnvConfig
+from envs.stepper import BatchStepper, PendingStep, Transition
 from teamsrl import rewards as R
 from teamsrl.actions import ActionSet
-from teamsrl.config import ExperimentConfig, validate
 from teamsrl.embeddings import Embedder, shared_embedder
-from teamsrl.llm.client import LLMClient, build_client
-from teamsrl.llm.engine import LLMTimeoutError
-from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest
+from teamsrl.llm.protocol import LLMService
+from teamsrl.llm.schema import ChatResponse
+from teamsrl.outcomes import FailureKind
 from teamsrl.seeds import SeedSet, load_seeds
 
 log = logging.getLogger(__name__)
-
-RLLIB_KEYS = ("num_envs",)
-# The failure reason of a step whose expert or verdict request timed out (after the serving
-# client's retries): the instruction is kept and the reward is a neutral 0 — an infrastructure
-# fault is not the policy's doing.
-TIMEOUT = "timeout"
-
-
-def experiment_config(config: Mapping | ExperimentConfig | None) -> ExperimentConfig:
-    """The experiment config from an env config dict (`ExperimentConfig.model_dump()` style)."""
-    if config is None:
-        return ExperimentConfig()
-    if isinstance(config, ExperimentConfig):
-        return config
-    if not isinstance(config, Mapping):
-        raise TypeError(f"env config: expected a dict like ExperimentConfig.model_dump(), got "
-                        f"{type(config).__name__}")
-    return validate({k: v for k, v in dict(config).items() if k not in RLLIB_KEYS},
-                    source="<env config>")
 
 
 def derive_seed(base: int, episode: int, step: int, role: str) -> int:
@@ -70,23 +51,12 @@ def derive_seed(base: int, episode: int, step: int, role: str) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF
 
 
-@dataclass
-class PendingStep:
-    """One env's step while its requests are in flight (see `step_many`)."""
-
-    env: InstructionMDPEnv
-    action: int
-    before: str
-    expert: ChatRequest | None = None
-    prompt_truncated: bool = False
-    rewrite: str = ""
-    rewrite_truncated: bool = False
-    failure: str = ""
-    verdict_request: ScoreRequest | None = None
-    verdict: float = 0.0
-    graded_request: ChatRequest | None = None
-    graded: int | None = None
-    timeouts: int = 0
+def load_pool(config: EnvConfig) -> SeedSet:
+    """The seed pool `config` names (skipped rows logged)."""
+    seeds = load_seeds(config.seed_file, config.seed_column, config.max_seed_chars)
+    if seeds.skipped:
+        log.warning("seed pool: %s", seeds.report())
+    return seeds
 
 
 class InstructionMDPEnv(gym.Env):
@@ -94,30 +64,24 @@ class InstructionMDPEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, config: Mapping | ExperimentConfig | None = None, *,
-                 client: LLMClient | None = None, embedder: Embedder | None = None,
-                 seeds: SeedSet | None = None, default_seed: int | None = None) -> None:
-        self.experiment = experiment_config(config)
-        self.config = self.experiment.env
-        self.actions = ActionSet.from_config(self.experiment.actions)
-        if seeds is None:
-            seeds = load_seeds(self.config.seed_file, self.config.seed_column,
-                               self.config.max_seed_chars)
-            if seeds.skipped:
-                log.warning("seed pool: %s", seeds.report())
-        self.seeds = seeds
+    def __init__(self, config: EnvConfig | None = None, *, client: LLMService,
+                 actions: ActionSet | None = None, seeds: SeedSet | None = None,
+                 embedder: Embedder | None = None, seed: int = 0) -> None:
+        if config is not None and not isinstance(config, EnvConfig):
+            raise TypeError(f"config: expected an EnvConfig, got {type(config).__name__} "
+                            "(build the env from an experiment with teamsrl.mdp.make_env)")
+        self.config = config if config is not None else EnvConfig()
+        self.actions = actions if actions is not None else ActionSet.from_config()
+        self.seeds = seeds if seeds is not None else load_pool(self.config)
         self.embedder = embedder if embedder is not None else shared_embedder(self.config.embedder)
-        self._owns_client = client is None
-        self.client = client if client is not None else build_client(
-            self.experiment.llm, self.experiment.run_dir, stage="env")
+        self.client = client
+        self.stepper = BatchStepper(client)
         n, dim = len(self.actions), self.embedder.dim
         self.observation_space = spaces.Box(
             low=np.concatenate([-np.ones(dim), np.zeros(n + 1)]).astype(np.float32),
             high=np.ones(dim + n + 1, dtype=np.float32), dtype=np.float32)
         self.action_space = spaces.Discrete(n)
-        worker = int(getattr(config, "worker_index", 0) or 0)  # RLlib's EnvContext
-        self.default_seed = (default_seed if default_seed is not None
-                             else self.experiment.seed + 10_000 * worker)
+        self.default_seed = int(seed)
         self._base_seed: int | None = None
         self._episode = -1
         self._pool: deque[np.ndarray] = deque(maxlen=self.config.reward.novelty_pool_size)
@@ -127,6 +91,11 @@ class InstructionMDPEnv(gym.Env):
         self._t = 0
         self._last_action = -1
         self._done = True
+
+    @property
+    def steps_taken(self) -> int:
+        """Steps taken in the current episode."""
+        return self._t
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -163,11 +132,13 @@ class InstructionMDPEnv(gym.Env):
         return self._observation(vector), info
 
     # ------------------------------------------------------------------- step
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: int) -> Transition:
         """Apply one operation (one expert and at most one reviewer query, `stop`: none)."""
-        return step_many([self], [action])[0]
+        return self.stepper.step([self], [action])[0]
 
-    def _plan(self, action: Any) -> PendingStep:
+    # The three phases of a step, called by `BatchStepper` around its LLM batches.
+    def begin_step(self, action: Any) -> PendingStep:
+        """Check the action and build the expert request (none for `stop`)."""
         if self._done:
             raise RuntimeError("InstructionMDPEnv.step: the episode is over (or never started); "
                                "call reset() first")
@@ -176,8 +147,7 @@ class InstructionMDPEnv(gym.Env):
                              f"for actions {self.actions.names}")
         a = int(action)
         pending = PendingStep(self, a, self._text)
-        op = self.actions[a]
-        if op.queries:
+        if self.actions[a].queries:
             prompt = self.actions.render_for(self.client, a, self._text)
             pending.prompt_truncated = prompt.truncated
             pending.expert = self.client.request(
@@ -185,7 +155,8 @@ class InstructionMDPEnv(gym.Env):
                 seed=derive_seed(self._base_seed, self._episode, self._t, "expert"))
         return pending
 
-    def _review(self, p: PendingStep, response: ChatResponse) -> None:
+    def take_rewrite(self, p: PendingStep, response: ChatResponse) -> None:
+        """Check the rewrite against the elimination rules; plan the reviewer's requests."""
         op = self.actions[p.action]
         p.rewrite = response.text
         p.rewrite_truncated = response.finish_reason == "length"
@@ -200,7 +171,8 @@ class InstructionMDPEnv(gym.Env):
                 seed=derive_seed(self._base_seed, self._episode, self._t, "reviewer"),
                 max_tokens=self.config.reward.graded_max_tokens)
 
-    def _finish(self, p: PendingStep, graded_unparsed: bool = False):
+    def end_step(self, p: PendingStep) -> Transition:
+        """Apply the step's outcome: novelty, reward, the next instruction, the info."""
         cfg = self.config.reward
         stop = p.expert is None
         nov = 0.0
@@ -211,7 +183,7 @@ class InstructionMDPEnv(gym.Env):
             self._episode_vectors.append(vector)
             self._text = p.rewrite
         reviewer_queries = int(p.verdict_request is not None) + int(p.graded_request is not None)
-        if p.failure == TIMEOUT:  # neutral: no verdict, novelty, penalty or cost
+        if p.failure and p.failure.kind is FailureKind.TIMEOUT:  # neutral: nothing counted
             parts = R.combine(cfg, verdict=0.0, novelty=0.0, graded=0.0, failed=False,
                               expert_queries=0, reviewer_queries=0)
         else:
@@ -229,14 +201,14 @@ class InstructionMDPEnv(gym.Env):
             "instruction_before": p.before, "rewrite": p.rewrite, "instruction": self._text,
             "failure": p.failure, "verdict": float(p.verdict),
             "reviewed": p.verdict_request is not None, "novelty": float(nov),
-            "graded_score": int(p.graded or 0), "graded_unparsed": bool(graded_unparsed),
+            "graded_score": int(p.graded or 0), "graded_unparsed": bool(p.graded_unparsed),
             "reward_components": {k: v for k, v in parts.items() if k != "total"},
             "queries": {"expert": int(not stop), "reviewer": reviewer_queries},
             "prompt_truncated": p.prompt_truncated, "rewrite_truncated": p.rewrite_truncated,
             "timeouts": p.timeouts,
         }
         obs = self._observation(self._episode_vectors[-1])
-        return obs, parts["total"], bool(terminated), bool(truncated), info
+        return Transition(obs, parts["total"], bool(terminated), bool(truncated), info)
 
     def _observation(self, vector: np.ndarray) -> np.ndarray:
         n = len(self.actions)
@@ -246,58 +218,3 @@ class InstructionMDPEnv(gym.Env):
         frac = np.float32(min(self._t / self.config.horizon, 1.0))
         return np.concatenate([np.clip(vector, -1.0, 1.0).astype(np.float32), one_hot,
                                [frac]]).astype(np.float32)
-
-    def close(self) -> None:
-        """Close the client when this env built it."""
-        if self._owns_client and self.client is not None:
-            self.client.close()
-            self.client = None
-        super().close()
-
-
-def step_many(envs: Sequence[InstructionMDPEnv], actions: Sequence[Any]) -> list[tuple]:
-    """Step several envs that share one client: all expert requests go out as ONE `chat` batch,
-    then all reviewer requests as ONE `score` batch (and one batch of ratings, if enabled).
-
-    A request that timed out (the client raised `LLMTimeoutError`) fails only its own step: a
-    timed-out rewrite or verdict makes the step a failed evolution with reason `TIMEOUT` and a
-    neutral reward; a timed-out rating counts as unparsed (neutral 0)."""
-    if not envs:
-        return []
-    client = envs[0].client
-    if any(e.client is not client for e in envs):
-        raise ValueError("step_many: expected every env to share one LLMClient")
-    pending = [env._plan(a) for env, a in zip(envs, actions, strict=True)]
-    rewriting = [p for p in pending if p.expert is not None]
-    for p, response in zip(rewriting, _answers(client.chat, "expert",
-                                               [p.expert for p in rewriting]), strict=True):
-        if response is None:
-            p.failure, p.timeouts = TIMEOUT, p.timeouts + 1
-            continue
-        p.env._review(p, response)
-    judged = [p for p in pending if p.verdict_request is not None]
-    scores = _answers(client.score, "reviewer", [p.verdict_request for p in judged])
-    for p, s in zip(judged, scores, strict=True):
-        if s is None:
-            p.failure, p.timeouts = TIMEOUT, p.timeouts + 1
-            continue
-        p.verdict = float(s.probabilities()[R.VERDICT_CANDIDATES.index("Not Equal")])
-    graded = [p for p in pending if p.graded_request is not None and p.failure != TIMEOUT]
-    unparsed: set[int] = set()
-    for p, r in zip(graded, _answers(client.chat, "reviewer",
-                                     [p.graded_request for p in graded]), strict=True):
-        if r is None:
-            p.timeouts += 1
-        p.graded = None if r is None else R.parse_graded(r.text)
-        if p.graded is None:
-            unparsed.add(id(p))
-    return [p.env._finish(p, graded_unparsed=id(p) in unparsed) for p in pending]
-
-
-def _answers(call, role: str, requests: list) -> list:
-    """One batch's responses, `None` where a request timed out after the client's retries."""
-    try:
-        return call(role, requests)
-    except LLMTimeoutError as e:
-        log.warning("%s", e)
-        return e.partial

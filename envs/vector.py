@@ -1,30 +1,37 @@
 """The instruction MDP as a `gymnasium.vector.VectorEnv` whose step batches every LLM request.
 
-N sub-envs share one LLM client, one embedder and one seed pool; one `step` sends all N expert
-rewrites as ONE `client.chat` batch, then all reviewer verdicts as ONE `client.score` batch, so the
-serving replica sees batches of N instead of N batches of 1. Autoreset follows gymnasium >= 1.0's
-next-step mode (what RLlib's `gym_env_vectorize_mode="vector_entry_point"` expects): the step after
-a sub-env ends resets it, ignores its action and returns reward 0. Sub-env i behaves exactly like
-a lone `InstructionMDPEnv` reset with seed `seed + i`.
+N sub-envs share one LLM client, one embedder, one seed pool and one `BatchStepper`; a step
+sends all N expert rewrites as ONE `chat` batch, then all reviewer verdicts as ONE `score` batch,
+so the serving replica sees batches of N instead of N batches of 1. Two ways to drive it:
 
-RLlib calls its env creator with `env_config | {"num_envs": N}` in that mode; `make_rllib_env`
-returns this class then, and the single env otherwise. Set RLlib's `seed` so env runners differ.
+- `step(actions)`: Gymnasium's API with next-step autoreset (what RLlib's
+  `gym_env_vectorize_mode="vector_entry_point"` expects): the step after a sub-env ends resets it,
+  ignores its action and returns reward 0;
+- `run_episodes(choose, on_step, restart)`: the loop rollouts and generation use — only the
+  sub-envs still in an episode are stepped, so no query is spent on an episode nobody counts.
+
+Sub-env i behaves exactly like a lone `InstructionMDPEnv` with default seed `seed + i`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.instruction_mdp import InstructionMDPEnv, experiment_config, step_many
-from teamsrl.config import ExperimentConfig
-from teamsrl.embeddings import Embedder
-from teamsrl.llm.client import LLMClient
-from teamsrl.seeds import load_seeds
+from envs.config import EnvConfig
+from envs.instruction_mdp import InstructionMDPEnv, load_pool
+from envs.stepper import BatchStepper, Transition
+from teamsrl.actions import ActionSet
+from teamsrl.embeddings import Embedder, shared_embedder
+from teamsrl.llm.protocol import LLMService
+from teamsrl.seeds import SeedSet
+
+# choose(slots, observations) -> one action per slot
+Chooser = Callable[[list[int], np.ndarray], Sequence[int]]
 
 
 class InstructionMDPVectorEnv(VectorEnv):
@@ -32,35 +39,41 @@ class InstructionMDPVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, config: Mapping | ExperimentConfig | None = None,
-                 num_envs: int | None = None, *, client: LLMClient | None = None,
-                 embedder: Embedder | None = None) -> None:
-        if num_envs is None:
-            num_envs = config.get("num_envs", 1) if isinstance(config, Mapping) else 1
+    def __init__(self, config: EnvConfig | None = None, num_envs: int = 1, *,
+                 client: LLMService, actions: ActionSet | None = None,
+                 seeds: SeedSet | None = None, embedder: Embedder | None = None,
+                 seed: int = 0) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or \
                 num_envs < 1:
             raise ValueError(f"num_envs = {num_envs!r}: expected an int >= 1")
-        experiment = experiment_config(config)
-        cfg = experiment.env
-        seeds = load_seeds(cfg.seed_file, cfg.seed_column, cfg.max_seed_chars)
-        first = InstructionMDPEnv(config if isinstance(config, Mapping) else experiment,
-                                  client=client, embedder=embedder, seeds=seeds)
-        self.envs = [first] + [
-            InstructionMDPEnv(experiment, client=first.client, embedder=first.embedder,
-                              seeds=seeds, default_seed=first.default_seed + i)
-            for i in range(1, int(num_envs))]
+        config = config if config is not None else EnvConfig()
+        actions = actions if actions is not None else ActionSet.from_config()
+        seeds = seeds if seeds is not None else load_pool(config)
+        embedder = embedder if embedder is not None else shared_embedder(config.embedder)
+        self.envs = [InstructionMDPEnv(config, client=client, actions=actions, seeds=seeds,
+                                       embedder=embedder, seed=seed + i)
+                     for i in range(int(num_envs))]
+        self.stepper = BatchStepper(client)
         self.num_envs = int(num_envs)
+        first = self.envs[0]
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._obs: list[np.ndarray | None] = [None] * self.num_envs
 
     @property
-    def client(self) -> LLMClient:
+    def client(self) -> LLMService:
         """The LLM client every sub-env shares."""
-        return self.envs[0].client
+        return self.stepper.client
 
+    @property
+    def actions(self) -> ActionSet:
+        """The action set every sub-env shares."""
+        return self.envs[0].actions
+
+    # ------------------------------------------------------------- Gymnasium API
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every sub-env; an int seed gives sub-env i the seed `seed + i`."""
@@ -74,8 +87,8 @@ class InstructionMDPVectorEnv(VectorEnv):
                 raise ValueError(f"reset seed: expected an int or {self.num_envs} seeds, got "
                                  f"{len(seeds)}")
         observations, infos = [], {}
-        for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
-            obs, info = env.reset(seed=s, options=options)
+        for i, s in enumerate(seeds):
+            obs, info = self.reset_one(i, seed=s, options=options)
             observations.append(obs)
             infos = self._add_info(infos, info, i)
         self._autoreset[:] = False
@@ -88,30 +101,54 @@ class InstructionMDPVectorEnv(VectorEnv):
         if actions.shape != (self.num_envs,):
             raise ValueError(f"actions: expected shape ({self.num_envs},), got {actions.shape}")
         live = [i for i in range(self.num_envs) if not self._autoreset[i]]
-        results = dict(zip(live, step_many([self.envs[i] for i in live],
-                                           [actions[i] for i in live]), strict=True))
+        results = dict(zip(live, self.step_some(live, [actions[i] for i in live]), strict=True))
         observations, infos = [], {}
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminations = np.zeros(self.num_envs, dtype=bool)
         truncations = np.zeros(self.num_envs, dtype=bool)
-        for i, env in enumerate(self.envs):
+        for i in range(self.num_envs):
             if i in results:
                 obs, rewards[i], terminations[i], truncations[i], info = results[i]
             else:
-                obs, info = env.reset()
+                obs, info = self.reset_one(i)
             observations.append(obs)
             infos = self._add_info(infos, info, i)
         self._autoreset = terminations | truncations
         return np.stack(observations), rewards, terminations, truncations, infos
 
-    def close_extras(self, **kwargs: Any) -> None:
-        """Close the sub-envs (the first closes the client if it built it)."""
-        for env in self.envs:
-            env.close()
+    # ------------------------------------------------------------- sub-env control
+    def reset_one(self, i: int, *, seed: int | None = None,
+                  options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset sub-env `i` alone."""
+        obs, info = self.envs[i].reset(seed=seed, options=options)
+        self._obs[i] = obs
+        return obs, info
 
+    def step_some(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Transition]:
+        """Step only the sub-envs `slots` (one batch per role), no autoreset."""
+        results = self.stepper.step([self.envs[i] for i in slots], actions)
+        for i, t in zip(slots, results, strict=True):
+            self._obs[i] = t.obs
+        return results
 
-def make_rllib_env(env_config: Mapping) -> InstructionMDPEnv | InstructionMDPVectorEnv:
-    """RLlib env creator: the vector env when RLlib passes `num_envs`, else the single env."""
-    if "num_envs" in env_config:
-        return InstructionMDPVectorEnv(env_config)
-    return InstructionMDPEnv(env_config)
+    def run_episodes(self, choose: Chooser, on_step: Callable[[int, int, Transition], None],
+                     restart: Callable[[int], bool] = lambda slot: False,
+                     slots: Sequence[int] | None = None) -> None:
+        """Step the (already reset) sub-envs `slots` until every episode has ended.
+
+        Each round, `choose(active_slots, their_observations)` picks the actions, one batched
+        step runs, and `on_step(slot, action, transition)` sees each result in slot order; a slot
+        whose episode ended is reset and kept running while `restart(slot)` says so.
+        """
+        active = list(range(self.num_envs) if slots is None else slots)
+        while active:
+            actions = [int(a) for a in choose(active, np.stack([self._obs[i] for i in active]))]
+            still = []
+            for i, a, t in zip(active, actions, self.step_some(active, actions), strict=True):
+                on_step(i, a, t)
+                if not t.done:
+                    still.append(i)
+                elif restart(i):
+                    self.reset_one(i)
+                    still.append(i)
+            active = still

@@ -16,6 +16,7 @@ import os
 import sys
 
 from teamsrl.config import ConfigError, load_config
+from teamsrl.layout import RunLayout
 
 _Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns
 
@@ -146,7 +147,6 @@ def _add_evaluate(sub: _Subparsers) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from teamsrl.evaluate.run import format_summary, run_evaluate
 
@@ -157,7 +157,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         overrides.append(f"evaluate.limit={args.limit}")
     config = load_config(args.config, overrides)
-    model = args.model or str(Path(config.run_dir) / "finetune")
+    model = args.model or str(RunLayout.of(config.run_dir).finetune)
     print(format_summary(run_evaluate(config, model, args.out)))
     return 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from envs.config import EnvConfig
 from teamsrl.actions import ActionSetConfig
@@ -61,6 +61,15 @@ class ExperimentConfig(BaseModel):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="lm-eval "
                                      "tasks and the membership-inference attack (stage 4)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="W&B")
+
+    @model_validator(mode="after")
+    def _forced_actions_exist(self) -> ExperimentConfig:
+        names = self.actions.names()
+        for step, name in self.generate.forced_actions.items():
+            if name not in names:
+                raise ValueError(f"generate.forced_actions[{step}] = {name!r}: expected one of "
+                                 f"{names} (the action set)")
+        return self
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -141,7 +150,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     for err in error.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<top>"
         value = err.get("input")
-        if err["type"] == "extra_forbidden":
+        if not err["loc"]:  # a whole-config rule: its message names the key itself
+            lines.append(err["msg"].replace("Value error, ", ""))
+        elif err["type"] == "extra_forbidden":
             lines.append(f"unknown key {key!r} (value {value!r}); check the spelling or "
                          "remove it")
         else:

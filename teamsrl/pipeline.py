@@ -22,17 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from teamsrl.config import ExperimentConfig
+from teamsrl.layout import RunLayout
 
 
 def _train_policy(config: ExperimentConfig, address: str | None) -> str:
-    from teamsrl.policy.train import latest_checkpoint, train_policy
+    from teamsrl.policy.train import train_policy
 
-    previous = latest_checkpoint(Path(config.run_dir) / "policy" / "checkpoints")
-    done = previous[1] if previous else 0
-    # 0 left: every iteration ran before the crash; the resume only exports the policy
-    left = max(0, config.policy.iterations - done)
-    result = train_policy(config, address=address, resume=previous is not None,
-                          iterations=left)
+    resume, left = RunLayout.of(config.run_dir).iterations_left(config.policy.iterations)
+    result = train_policy(config, address=address, resume=resume, iterations=left)
     m = result.metrics
     return (f"return {m.get('rollout/return_mean', float('nan')):.3f} after "
             f"{result.iterations} iterations, {int(m.get('queries/expert', 0))} expert queries")
@@ -54,17 +51,17 @@ def _generate(policy: str) -> Callable[[ExperimentConfig, str | None], str]:
 def _finetune(config: ExperimentConfig, address: str | None) -> str:
     from teamsrl.finetune.launch import run_finetune
 
-    out = Path(config.run_dir) / "finetune"
+    layout = RunLayout.of(config.run_dir)
+    out = layout.finetune
     resume = (out / "checkpoints" / "latest").is_file()
-    s = run_finetune(config, str(Path(config.run_dir) / "generate" / "policy"), str(out),
-                     resume=resume)
+    s = run_finetune(config, str(layout.generation("policy").root), str(out), resume=resume)
     return f"{s['steps']} steps, ZeRO-{s['zero_stage']}: {s['model_dir']}"
 
 
 def _evaluate(config: ExperimentConfig, address: str | None) -> str:
     from teamsrl.evaluate.run import run_evaluate
 
-    s = run_evaluate(config, str(Path(config.run_dir) / "finetune"))
+    s = run_evaluate(config, str(RunLayout.of(config.run_dir).finetune))
     scores = ", ".join(f"{name} {r['metric']} {r['score']:.3f}"
                        for name, r in s["results"]["tasks"].items())
     mia = f", MIA AUC {s['mia']['auc']:.3f}" if s.get("mia") else ""
@@ -92,7 +89,7 @@ def run_pipeline(config: ExperimentConfig, address: str | None = None,
     """Run the stages not yet done; returns the pipeline state (per stage: summary, seconds)."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state_file = run_dir / "pipeline.json"
+    state_file = RunLayout.of(run_dir).pipeline_state
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     total = time.perf_counter()
     for number, (name, stage) in enumerate(STAGES, start=1):

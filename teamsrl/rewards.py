@@ -8,7 +8,7 @@
   first integer in 1..10, and an unparseable reply is counted and earns a neutral 0.
 - novelty: 1 - max cosine similarity to the episode's earlier instructions and a bounded pool of
   recent ones (`novelty`).
-- failed evolution: WizardLM's elimination rules (`failed_evolution` returns the reason).
+- failed evolution: WizardLM's elimination rules (`failed_evolution` returns a typed `Failure`).
 - cost: a price per expert and per reviewer query.
 
 The step reward is the sum of the weighted components (`combine`); the weights are config.
@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from teamsrl.llm.schema import ScoreRequest
+from teamsrl.outcomes import Failure, FailureKind
 
 VERDICT_CANDIDATES = ("Equal", "Not Equal")
 _VERDICT_PROMPT = (
@@ -92,8 +93,8 @@ def _normalise(text: str) -> str:
 
 
 def failed_evolution(old: str, new: str, config: RewardConfig | None = None,
-                     template_texts: Iterable[str] = (), cut: bool = False) -> str:
-    """The elimination rule `new` breaks as a short reason, or "" when it passes.
+                     template_texts: Iterable[str] = (), cut: bool = False) -> Failure | None:
+    """The elimination rule `new` breaks, or None when it passes.
 
     `template_texts` are texts from the prompt itself (its example, its sentences) that a rewrite
     must not reproduce. `cut`: the expert stopped at its token budget, not at its end of text
@@ -103,27 +104,33 @@ def failed_evolution(old: str, new: str, config: RewardConfig | None = None,
     config = config or RewardConfig()
     text = new.strip()
     if not text:
-        return "empty"
+        return Failure(FailureKind.EMPTY)
     if len(text) > config.max_rewrite_chars:
-        return f"too long: {len(text)} characters > {config.max_rewrite_chars}"
+        return Failure(FailureKind.TOO_LONG,
+                       f"{len(text)} characters > {config.max_rewrite_chars}")
     norm = _normalise(text)
     if norm == _normalise(old):
-        return "unchanged"
+        return Failure(FailureKind.UNCHANGED)
     words = re.findall(r"[A-Za-z0-9']+", text.lower())
     if not words or all(w in _STOP_WORDS for w in words):
-        return "only punctuation and stop words"
-    if _APOLOGY.search(text) and len(text.split()) < config.apology_max_words:
-        return "apology"
+        return Failure(FailureKind.STOP_WORDS)
+    if is_apology(text, config.apology_max_words):
+        return Failure(FailureKind.APOLOGY)
     lower = text.lower()
     for marker in config.template_markers:
         if marker.lower() in lower:
-            return f"copies template: {marker!r}"
+            return Failure(FailureKind.COPIES_TEMPLATE, repr(marker))
     for copied in template_texts:
         if copied and _normalise(copied) in norm:
-            return "copies the prompt's text"
+            return Failure(FailureKind.COPIES_PROMPT)
     if cut and config.cut_rewrite_fails:
-        return "cut at max_tokens"
-    return ""
+        return Failure(FailureKind.CUT)
+    return None
+
+
+def is_apology(text: str, max_words: int) -> bool:
+    """A short refusal or apology ("Sorry, I cannot ...") of fewer than `max_words` words."""
+    return bool(_APOLOGY.search(text)) and len(text.split()) < max_words
 
 
 def verdict_request(old: str, new: str) -> ScoreRequest:

@@ -1,10 +1,10 @@
 """Roll out the instruction MDP with a fixed policy: `teamsrl rollout --policy random --episodes N`.
 
 The random policy picks a uniformly random operation at every step — WizardLM's Evol-Instruct
-behaviour, the baseline TeaMs-RL is measured against. Episodes run `num_envs` at a time through
-`envs.instruction_mdp.step_many`, so each step's expert rewrites go to the engine as one batch;
-slot i's env is seeded `seed + i` and runs episodes until N have started, so no query is spent on
-an episode that is not counted. Prints mean return, per-component means, action counts, failure
+behaviour, the baseline TeaMs-RL is measured against. Episodes run `num_envs` at a time on the
+vector env's `run_episodes`, so each step's expert rewrites go to the engine as one batch; slot
+i's env is seeded `seed + i` and runs episodes until N have started, so no query is spent on an
+episode that is not counted. Prints mean return, per-component means, action counts, failure
 reasons and the query ledger.
 """
 
@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from envs.stepper import Transition
 from teamsrl.config import ExperimentConfig
-from teamsrl.llm.client import LLMClient, build_client
+from teamsrl.llm.client import build_client
 from teamsrl.llm.ledger import RoleTotals, format_totals
+from teamsrl.llm.protocol import LLMService
 
 POLICIES = ("random",)
 
@@ -56,12 +58,13 @@ class RolloutSummary:
 
 
 def run_rollout(config: ExperimentConfig, policy: str = "random", episodes: int = 20,
-                num_envs: int = 4, client: LLMClient | None = None, progress: bool = True
+                num_envs: int = 4, client: LLMService | None = None, progress: bool = True
                 ) -> RolloutSummary:
     """Run `episodes` episodes of the MDP under `policy`; the client is built unless given."""
-    from envs.instruction_mdp import InstructionMDPEnv, step_many
-    from teamsrl.embeddings import shared_embedder
-    from teamsrl.seeds import load_seeds
+    from tqdm import tqdm
+
+    from envs.instruction_mdp import load_pool
+    from teamsrl.mdp import make_vector_env
 
     if policy not in POLICIES:
         raise ValueError(f"--policy {policy!r}: expected one of {POLICIES}")
@@ -69,56 +72,54 @@ def run_rollout(config: ExperimentConfig, policy: str = "random", episodes: int 
         raise ValueError(f"--episodes {episodes}: expected >= 1")
     if num_envs < 1:
         raise ValueError(f"--num-envs {num_envs}: expected >= 1")
-    cfg = config.env
-    seeds = load_seeds(cfg.seed_file, cfg.seed_column, cfg.max_seed_chars)
+    seeds = load_pool(config.env)  # a bad seed file fails before any model loads
     own = client is None
     client = client or build_client(config.llm, config.run_dir, stage="rollout")
     before = client.ledger.session_totals()
-    embedder = shared_embedder(cfg.embedder)
     n = min(num_envs, episodes)
-    envs = [InstructionMDPEnv(config, client=client, embedder=embedder, seeds=seeds,
-                              default_seed=config.seed + i) for i in range(n)]
+    venv = make_vector_env(config, client, n, seeds=seeds)
+    names = venv.actions.names
     rng = np.random.default_rng(config.seed)
     summary = RolloutSummary(policy)
+    returns = [0.0] * n
+    begun = n
+    bar = tqdm(total=episodes, unit="episode", disable=not progress)
+
+    def choose(slots: list[int], _obs: np.ndarray) -> list[int]:
+        return [int(rng.integers(len(names))) for _ in slots]
+
+    def on_step(i: int, a: int, t: Transition) -> None:
+        info = t.info
+        summary.steps += 1
+        summary.actions[names[a]] += 1
+        for k, v in info["reward_components"].items():
+            summary.components.setdefault(k, []).append(v)
+        if info["failure"]:
+            summary.failures[info["failure"].kind.value] += 1
+        returns[i] += t.reward
+        summary.trajectory.append({
+            "slot": i, "episode": info["episode"], "step": info["step"],
+            "seed_id": info["seed_id"], "action": info["action_name"],
+            "reward": float(t.reward), "failure": str(info["failure"] or ""),
+            "rewrite": info["rewrite"], "instruction": info["instruction"],
+            "verdict": info["verdict"], "novelty": info["novelty"],
+            "terminated": t.terminated, "truncated": t.truncated})
+        if t.done:
+            summary.returns.append(returns[i])
+            returns[i] = 0.0
+            bar.update(1)
+
+    def restart(_slot: int) -> bool:  # this slot starts another episode while some are due
+        nonlocal begun
+        if begun < episodes:
+            begun += 1
+            return True
+        return False
+
     started = time.perf_counter()
     try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=episodes, unit="episode", disable=not progress)
-        returns = [0.0] * n
-        for i, env in enumerate(envs):
-            env.reset(seed=config.seed + i)
-        active, begun = list(range(n)), n
-        while active:
-            actions = [int(rng.integers(len(envs[i].actions))) for i in active]
-            results = step_many([envs[i] for i in active], actions)
-            still = []
-            for i, a, (_, reward, term, trunc, info) in zip(active, actions, results,
-                                                            strict=True):
-                summary.steps += 1
-                summary.actions[envs[i].actions.names[a]] += 1
-                for k, v in info["reward_components"].items():
-                    summary.components.setdefault(k, []).append(v)
-                if info["failure"]:
-                    summary.failures[info["failure"].split(":")[0]] += 1
-                returns[i] += reward
-                summary.trajectory.append({
-                    "slot": i, "episode": info["episode"], "step": info["step"],
-                    "seed_id": info["seed_id"], "action": info["action_name"],
-                    "reward": float(reward), "failure": info["failure"],
-                    "rewrite": info["rewrite"], "instruction": info["instruction"],
-                    "verdict": info["verdict"], "novelty": info["novelty"],
-                    "terminated": bool(term), "truncated": bool(trunc)})
-                if not (term or trunc):
-                    still.append(i)
-                    continue
-                summary.returns.append(returns[i])
-                bar.update(1)
-                if begun < episodes:  # this slot starts another episode
-                    envs[i].reset()
-                    returns[i], begun = 0.0, begun + 1
-                    still.append(i)
-            active = still
+        venv.reset(seed=config.seed)
+        venv.run_episodes(choose, on_step, restart)
         bar.close()
     finally:
         summary.seconds = time.perf_counter() - started

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from teamsrl.evaluate import figures
-
-ARMS = ("policy", "random")
+from teamsrl.layout import ARMS, RunLayout
 
 
 @dataclass
@@ -63,7 +62,7 @@ def _number(v: Any) -> bool:
 
 def ppo_sections(run_dir: Path, out: Path) -> list[Section]:
     """Return curve + reward components, and the action distribution over iterations."""
-    path = run_dir / "train-policy-metrics.jsonl"
+    path = RunLayout.of(run_dir).metrics("train-policy")
     ppo = Section("Policy training (PPO)")
     acts = Section("Action distribution over training")
     if not path.is_file():
@@ -107,7 +106,7 @@ def generation_section(run_dir: Path, out: Path) -> Section:
     sec = Section("Dataset generation: policy vs random baseline")
     summaries, curves = {}, {}
     for arm in ARMS:
-        path = run_dir / "generate" / arm / "summary.json"
+        path = RunLayout.of(run_dir).generation(arm).summary
         if not path.is_file():
             sec.lines.append(f"- `{arm}`: generate/{arm}/summary.json not found.")
             continue
@@ -149,7 +148,7 @@ def generation_section(run_dir: Path, out: Path) -> Section:
 def sft_section(run_dir: Path, out: Path) -> Section:
     """Fine-tuning loss per optimizer step."""
     sec = Section("Supervised fine-tuning")
-    path = run_dir / "finetune" / "metrics.jsonl"
+    path = RunLayout.of(run_dir).finetune / "metrics.jsonl"
     if not path.is_file():
         sec.lines.append("_Skipped: finetune/metrics.jsonl not found (no `teamsrl finetune` "
                          "run in RUN_DIR/finetune)._")
@@ -172,7 +171,7 @@ def eval_sections(run_dir: Path, out: Path) -> list[Section]:
     from teamsrl.evaluate.mia import MIAResult, plot_roc
 
     scores, mia = Section("Evaluation (lm-eval)"), Section("Membership-inference attack")
-    path = run_dir / "eval" / "results.json"
+    path = RunLayout.of(run_dir).eval / "results.json"
     tasks: dict[str, Any] = {}
     skipped = None  # why `teamsrl evaluate` did not attack, when it says so
     if path.is_file():
@@ -197,7 +196,7 @@ def eval_sections(run_dir: Path, out: Path) -> list[Section]:
     elif not scores.lines:
         scores.lines.append("_Skipped: eval/results.json not found or holds no task score "
                             "(run `teamsrl evaluate`)._")
-    path = run_dir / "eval" / "mia.json"
+    path = RunLayout.of(run_dir).eval / "mia.json"
     if not path.is_file():
         mia.lines.append(f"_Skipped: {skipped}._" if skipped else "_Skipped: eval/mia.json not "
                          "found (`teamsrl evaluate` on a fine-tune folder writes it)._")
@@ -247,7 +246,7 @@ def build_report(run_dir: str | Path, config=None) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"RUN_DIR {str(run_dir)!r}: not a folder; expected a run "
                                 "folder (the config's run_dir)")
-    out = run_dir / "report"
+    out = RunLayout.of(run_dir).report
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()  # a figure whose input has gone must not linger from an older report

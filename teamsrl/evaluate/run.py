@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from teamsrl.layout import RunLayout
+
 
 @dataclass
 class EvalTarget:
@@ -67,7 +69,7 @@ def run_evaluate(config, model: str, out: str | Path | None = None) -> dict[str,
 
     cfg = config.evaluate
     target = resolve_target(model)
-    out = Path(out or Path(config.run_dir) / "eval").expanduser().resolve()
+    out = Path(out or RunLayout.of(config.run_dir).eval).expanduser().resolve()
     t0 = time.perf_counter()
     scores = run_harness(target.model_dir, cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from teamsrl.generation.filters import distinct_n, mean_pairwise_distance, row_text
-from teamsrl.generation.run import DATA, ROWS, SUMMARY
+from teamsrl.generation.filters import distinct_n, mean_pairwise_distance
+from teamsrl.generation.rows import Row, read_rows
+from teamsrl.layout import GenerationLayout
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -27,22 +28,24 @@ def _jsonl(path: Path) -> list[dict]:
 def run_stats(run: str | Path, encode=None) -> dict:
     """The comparison numbers of one generation run folder."""
     run = Path(run)
-    rows = [r for r in _jsonl(run / ROWS) if r.get("kind") == "row"]
-    kept = _jsonl(run / DATA)
-    summary = json.loads((run / SUMMARY).read_text()) if (run / SUMMARY).is_file() else {}
-    drops = Counter(r["drop_reason"].split(":")[0] for r in rows if not r["kept"])
-    kept_ids = {r["row_id"] for r in kept}
-    drops["near-duplicate"] = sum(1 for r in rows if r["kept"] and r["row_id"] not in kept_ids)
-    gen_q = {role: sum(r["queries"][role] for r in rows) for role in ("expert", "reviewer")}
+    files = GenerationLayout(run)
+    _jsonl(files.rows)  # a clear error when the folder is not a generation run
+    rows = read_rows(files.rows)
+    kept = [Row.from_json(r) for r in _jsonl(files.data)]
+    summary = json.loads(files.summary.read_text()) if files.summary.is_file() else {}
+    drops = Counter(r.drop.kind.value for r in rows if not r.kept)
+    kept_ids = {r.row_id for r in kept}
+    drops["near-duplicate"] = sum(1 for r in rows if r.kept and r.row_id not in kept_ids)
+    gen_q = {role: sum(r.queries[role] for r in rows) for role in ("expert", "reviewer")}
     train_q = {role: int(t.get("queries", 0))
                for role, t in summary.get("policy_training", {}).items()}
-    texts = [row_text(r) for r in kept]
+    texts = [r.text for r in kept]
     if encode is None:
         from teamsrl.embeddings import shared_embedder
 
         encode = shared_embedder().encode
     return {
-        "run": str(run), "arm": summary.get("arm", "?"), "seeds": len({r["seed_id"] for r in rows}),
+        "run": str(run), "arm": summary.get("arm", "?"), "seeds": len({r.seed_id for r in rows}),
         "rows_generated": len(rows), "rows_kept": len(kept),
         "expert_generation": gen_q["expert"], "reviewer_generation": gen_q["reviewer"],
         "expert_training": train_q.get("expert", 0),

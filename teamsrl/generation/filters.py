@@ -3,7 +3,7 @@
 - `answer_failure`: WizardLM's elimination rules for an answer (empty, a short apology).
 - `deduplicate`: cross-row near-duplicate removal, MinHash LSH (datasketch) on word 3-gram
   shingles, then embedding cosine similarity (MiniLM). Rows are visited in (seed order, step)
-  order, so the kept set does not depend on which shard or batch finished first.
+  order (`Row.order`), so the kept set does not depend on which shard or batch finished first.
 - `diversity`: mean pairwise embedding distance and distinct-2 of a set of instructions.
 """
 
@@ -14,24 +14,21 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from teamsrl.rewards import _APOLOGY
+from teamsrl.generation.rows import Row
+from teamsrl.outcomes import Drop, DropKind
+from teamsrl.rewards import is_apology
 
 _WORD = re.compile(r"[a-z0-9']+")
 
 
-def answer_failure(text: str, apology_max_words: int = 80) -> str:
-    """Why an answer is unusable ("" when it is fine)."""
+def answer_failure(text: str, apology_max_words: int = 80) -> Drop | None:
+    """Why an answer is unusable (None when it is fine)."""
     stripped = text.strip()
     if not stripped:
-        return "answer empty"
-    if _APOLOGY.search(stripped) and len(stripped.split()) < apology_max_words:
-        return "answer apology"
-    return ""
-
-
-def row_order(row: dict) -> tuple[int, int]:
-    """The canonical order of rows: the seed's position in the seed source, then the step."""
-    return int(row["seed_index"]), int(row["step"])
+        return Drop(DropKind.ANSWER_EMPTY)
+    if is_apology(stripped, apology_max_words):
+        return Drop(DropKind.ANSWER_APOLOGY)
+    return None
 
 
 def _shingles(text: str, n: int = 3) -> set[str]:
@@ -41,55 +38,50 @@ def _shingles(text: str, n: int = 3) -> set[str]:
     return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def row_text(row: dict) -> str:
-    """What near-duplicate removal and diversity look at: instruction and input."""
-    return f"{row['instruction']}\n{row.get('input', '')}".strip()
-
-
-def deduplicate(rows: Sequence[dict], minhash_threshold: float | None, num_perm: int,
+def deduplicate(rows: Sequence[Row], minhash_threshold: float | None, num_perm: int,
                 embedding_threshold: float | None,
                 encode: Callable[[list[str]], np.ndarray] | None = None
-                ) -> tuple[list[dict], list[tuple[dict, str]]]:
-    """Split rows into (kept, [(dropped, reason)]), visiting them in `row_order`.
+                ) -> tuple[list[Row], list[tuple[Row, Drop]]]:
+    """Split rows into (kept, [(dropped, reason)]), visiting them in `Row.order`.
 
     A row is dropped when its estimated Jaccard similarity to an earlier kept row reaches
     `minhash_threshold`, or its cosine similarity (vectors from `encode`, unit length) reaches
     `embedding_threshold`. The reason names the earlier row's id.
     """
-    ordered = sorted(rows, key=row_order)
-    dropped: list[tuple[dict, str]] = []
+    ordered = sorted(rows, key=lambda r: r.order)
+    dropped: list[tuple[Row, Drop]] = []
     survivors = ordered
     if minhash_threshold is not None and ordered:
         from datasketch import MinHash, MinHashLSH
 
         lsh = MinHashLSH(threshold=minhash_threshold, num_perm=num_perm)
         hashes: dict[str, MinHash] = {}
-        position = {r["row_id"]: row_order(r) for r in ordered}
+        position = {r.row_id: r.order for r in ordered}
         survivors = []
         for row in ordered:
             m = MinHash(num_perm=num_perm, seed=1)
-            m.update_batch([s.encode("utf-8") for s in _shingles(row_text(row))])
+            m.update_batch([s.encode("utf-8") for s in _shingles(row.text)])
             similar = [k for k in lsh.query(m) if hashes[k].jaccard(m) >= minhash_threshold]
             if similar:
                 first = min(similar, key=position.__getitem__)
-                dropped.append((row, f"near-duplicate (minhash) of {first}"))
+                dropped.append((row, Drop(DropKind.DUPLICATE_MINHASH, first)))
                 continue
-            lsh.insert(row["row_id"], m)
-            hashes[row["row_id"]] = m
+            lsh.insert(row.row_id, m)
+            hashes[row.row_id] = m
             survivors.append(row)
     if embedding_threshold is not None and survivors:
         if encode is None:
             raise ValueError("deduplicate: embedding_threshold is set but no encoder was given")
-        vectors = np.asarray(encode([row_text(r) for r in survivors]), dtype=np.float32)
+        vectors = np.asarray(encode([r.text for r in survivors]), dtype=np.float32)
         kept_idx: list[int] = []
-        kept: list[dict] = []
+        kept: list[Row] = []
         for i, row in enumerate(survivors):
             if kept_idx:
                 sims = vectors[kept_idx] @ vectors[i]
                 j = int(np.argmax(sims))
                 if float(sims[j]) >= embedding_threshold:
-                    dropped.append((row, f"near-duplicate (embedding) of "
-                                         f"{survivors[kept_idx[j]]['row_id']}"))
+                    dropped.append((row, Drop(DropKind.DUPLICATE_EMBEDDING,
+                                              survivors[kept_idx[j]].row_id)))
                     continue
             kept_idx.append(i)
             kept.append(row)

@@ -21,7 +21,7 @@ from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreRes
 
 
 class LLMClient:
-    """Batched, cached, ledgered access to one engine per role."""
+    """Batched, cached, ledgered access to one engine per role (an `LLMService`)."""
 
     def __init__(
         self,
@@ -41,6 +41,15 @@ class LLMClient:
     def roles(self) -> list[str]:
         """The roles this client serves."""
         return sorted(self.engines)
+
+    @property
+    def stage(self) -> str:
+        """The stage a call records under unless it names one (the ledger's default)."""
+        return self.ledger.stage
+
+    @stage.setter
+    def stage(self, value: str) -> None:
+        self.ledger.stage = value
 
     def __deepcopy__(self, memo) -> LLMClient:
         # A client is a handle on shared engines and files (gymnasium deep-copies env kwargs).

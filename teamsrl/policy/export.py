@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +20,44 @@ SPEC = "spec.json"
 MODULE = "rl_module"
 
 
+@dataclass(frozen=True)
+class PolicySpec:
+    """What an exported policy's observations and actions mean (`spec.json`)."""
+
+    action_names: list[str]
+    embedder: str
+    horizon: int
+    observation_size: int
+    iteration: int
+    seed: int
+    hidden_sizes: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """The `spec.json` content."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> PolicySpec:
+        """Read `spec.json` content; a missing field is an error that names it."""
+        missing = [k for k in ("action_names", "embedder", "horizon", "observation_size",
+                               "iteration", "seed") if k not in data]
+        if missing:
+            raise ValueError(f"{SPEC}: missing field(s) {missing}; re-export the policy with "
+                             "`teamsrl train-policy --resume --set policy.iterations=0`")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
 @dataclass
 class ExportedPolicy:
     """A loaded policy: its RLModule and what its observations and actions mean."""
 
     module: object
-    spec: dict
+    spec: PolicySpec
 
     @property
     def action_names(self) -> list[str]:
         """Action names in index order."""
-        return list(self.spec["action_names"])
+        return list(self.spec.action_names)
 
     def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
         """Softmax of the module's action logits for a batch of observations."""
@@ -39,9 +66,9 @@ class ExportedPolicy:
         obs = np.asarray(obs, dtype=np.float32)
         if obs.ndim == 1:
             obs = obs[None]
-        if obs.shape[-1] != self.spec["observation_size"]:
+        if obs.shape[-1] != self.spec.observation_size:
             raise ValueError(f"observation size {obs.shape[-1]}: expected "
-                             f"{self.spec['observation_size']} for this policy")
+                             f"{self.spec.observation_size} for this policy")
         with torch.no_grad():
             out = self.module.forward_inference({"obs": torch.from_numpy(obs)})
             return torch.softmax(out["action_dist_inputs"], dim=-1).numpy()
@@ -56,7 +83,7 @@ class ExportedPolicy:
         return np.array([rng.choice(len(p), p=p / p.sum()) for p in probs])
 
 
-def export_policy(algo, out_dir: str | Path, spec: dict) -> Path:
+def export_policy(algo, out_dir: str | Path, spec: PolicySpec) -> Path:
     """Write the algorithm's default RLModule and the spec (atomically replaced)."""
     out_dir = Path(out_dir).resolve()  # RLlib's save_to_path wants an absolute path (a URI)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -64,7 +91,7 @@ def export_policy(algo, out_dir: str | Path, spec: dict) -> Path:
     tmp.mkdir(parents=True)
     module = algo.get_module()
     module.save_to_path(str(tmp / MODULE))
-    (tmp / SPEC).write_text(json.dumps(spec, indent=2))
+    (tmp / SPEC).write_text(json.dumps(spec.to_json(), indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return out_dir
@@ -77,7 +104,7 @@ def load_policy(path: str | Path) -> ExportedPolicy:
     path = Path(path)
     for candidate in (path, path / "export", path / "policy" / "export"):
         if (candidate / SPEC).is_file():
-            spec = json.loads((candidate / SPEC).read_text())
+            spec = PolicySpec.from_json(json.loads((candidate / SPEC).read_text()))
             module = RLModule.from_checkpoint(str((candidate / MODULE).resolve()))
             return ExportedPolicy(module, spec)
     raise FileNotFoundError(f"policy {str(path)!r}: no {SPEC} found there, in export/ or in "

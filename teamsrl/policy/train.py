@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gymnasium.vector import VectorWrapper
 
+from envs import INSTRUCTION_MDP_ID
 from teamsrl.config import ExperimentConfig, dump_config
+from teamsrl.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
-ENV_NAME = "teamsrl-instruction-mdp"
 SERVE_APP_KEY = "teamsrl_serve_app"
 STAGE = "train-policy"
-_CKPT = re.compile(r"^iter_(\d{5})$")
 
 
 @dataclass
@@ -44,20 +43,26 @@ class TrainResult:
 
 
 def make_env(env_config):
-    """RLlib env creator: the (vector) instruction MDP, its LLM calls sent to the Serve app."""
-    from envs.instruction_mdp import InstructionMDPEnv, experiment_config
-    from envs.vector import InstructionMDPVectorEnv
+    """The RLlib env creator (the only one): the instruction MDP of the experiment in
+    `env_config` (an `ExperimentConfig` dump plus the Serve app's name), its LLM calls sent to
+    the Serve app. RLlib passes `num_envs` in `vector_entry_point` mode: then a vector env."""
+    from teamsrl.config import validate
+    from teamsrl.mdp import make_env as make_single
+    from teamsrl.mdp import make_vector_env
     from teamsrl.serving.client import ServeLLMClient
 
     cfg = dict(env_config)
     app = cfg.pop(SERVE_APP_KEY)
-    experiment = experiment_config({k: v for k, v in cfg.items() if k != "num_envs"})
+    num_envs = cfg.pop("num_envs", None)
+    experiment = validate(cfg, source="<env config>")
     client = ServeLLMClient.connect(app, experiment.llm, stage=STAGE,
                                     timeout_s=experiment.serving.request_timeout_s,
                                     timeout_retries=experiment.serving.timeout_retries)
-    if "num_envs" in cfg:
-        return SpreadSeeds(InstructionMDPVectorEnv(cfg, client=client))
-    return InstructionMDPEnv(experiment, client=client)
+    worker = int(getattr(env_config, "worker_index", 0) or 0)  # RLlib's EnvContext
+    seed = experiment.seed + 10_000 * worker
+    if num_envs is not None:
+        return SpreadSeeds(make_vector_env(experiment, client, int(num_envs), seed=seed))
+    return make_single(experiment, client, seed=seed)
 
 
 class SpreadSeeds(VectorWrapper):
@@ -83,7 +88,7 @@ def build_ppo(config: ExperimentConfig, sample_timeout_s: float, seed: int):
     env_config = config.model_dump(mode="json") | {SERVE_APP_KEY: config.serving.app_name}
     return (
         PPOConfig()
-        .environment(ENV_NAME, env_config=env_config)
+        .environment(INSTRUCTION_MDP_ID, env_config=env_config)
         .env_runners(
             num_env_runners=p.num_env_runners,
             num_envs_per_env_runner=p.num_envs_per_env_runner,
@@ -140,16 +145,6 @@ def sample_timeout(config: ExperimentConfig, step_s: float) -> float:
     return max(120.0, 5.0 * vector_steps * step_s * max(1, p.num_env_runners))
 
 
-def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
-    """The newest complete checkpoint and its iteration, or None."""
-    found = [(int(m.group(1)), d) for d in ckpt_dir.glob("iter_*")
-             if (m := _CKPT.match(d.name)) and (d / "rllib_checkpoint.json").is_file()]
-    if not found:
-        return None
-    it, path = max(found)
-    return path, it
-
-
 def train_policy(config: ExperimentConfig, address: str | None = None, resume: bool = False,
                  iterations: int | None = None, progress: bool = True) -> TrainResult:
     """Train (or continue training) the policy; returns the checkpoint and export paths."""
@@ -157,56 +152,52 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
     from ray.tune.registry import register_env
 
     from teamsrl.policy.callbacks import summarize
-    from teamsrl.policy.export import export_policy
+    from teamsrl.policy.export import PolicySpec, export_policy
     from teamsrl.raycluster import init_ray, starts_local_ray
     from teamsrl.serving.client import ServeLLMClient
     from teamsrl.serving.deployment import deploy
     from teamsrl.tracking import Tracker
 
-    run_dir = Path(config.run_dir)
-    ckpt_dir = run_dir / "policy" / "checkpoints"
-    previous = latest_checkpoint(ckpt_dir) if resume else None
+    layout = RunLayout.of(config.run_dir)
+    previous = layout.latest_checkpoint() if resume else None
     if resume and previous is None:
-        raise FileNotFoundError(f"--resume: no checkpoint under {ckpt_dir}; run without "
-                                "--resume first")
+        raise FileNotFoundError(f"--resume: no checkpoint under {layout.checkpoints}; run "
+                                "without --resume first")
     start_iter = previous[1] if previous else 0
     total = config.policy.iterations if iterations is None else iterations
     if total < 0 or (total == 0 and previous is None):
         raise ValueError(f"iterations = {total}: expected >= 1 (0 only with --resume, to "
                          "export the newest checkpoint)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.config.write_text(dump_config(config))
 
     started_ray = starts_local_ray(address)  # joined: leave its Serve and Ray
     init_ray(address)
     algo, tracker = None, None
     try:
-        handle = deploy(config.llm, config.serving, run_dir, stage=STAGE)
+        handle = deploy(config.llm, config.serving, layout.root, stage=STAGE)
         client = ServeLLMClient(handle, config.llm, timeout_s=config.serving.request_timeout_s)
         step_s = measure_step_s(client, config)
         timeout = config.policy.sample_timeout_s or sample_timeout(config, step_s)
         log.info("warm-up step %.2f s -> sample_timeout_s %.0f", step_s, timeout)
 
-        register_env(ENV_NAME, make_env)
+        register_env(INSTRUCTION_MDP_ID, make_env)
         seed = config.seed + 7919 * start_iter  # a resumed run samples fresh episodes
         algo = build_ppo(config, timeout, seed).build_algo()
         if previous:
             algo.restore_from_path(str(previous[0].resolve()))
         tracker = Tracker(config, STAGE, resume=resume)
-        last, metrics = _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total,
+        last, metrics = _train_loop(algo, client, tracker, config, layout, start_iter, total,
                                     progress, summarize)
-        action_names = _action_names(config)
-        export = export_policy(algo, run_dir / "policy" / "export", {
-            "action_names": action_names, "embedder": config.env.embedder,
-            "horizon": config.env.horizon, "observation_size":
-            int(algo.get_module().observation_space.shape[0]),
-            "iteration": last, "seed": config.seed, "hidden_sizes": config.policy.hidden_sizes,
-        })
-        (run_dir / "policy" / "ledger.json").write_text(json.dumps(
+        export = export_policy(algo, layout.export, PolicySpec(
+            action_names=config.actions.names(), embedder=config.env.embedder,
+            horizon=config.env.horizon,
+            observation_size=int(algo.get_module().observation_space.shape[0]),
+            iteration=last, seed=config.seed, hidden_sizes=list(config.policy.hidden_sizes)))
+        layout.policy_ledger.write_text(json.dumps(
             {r: t.as_dict() for r, t in client.ledger.totals(stage=STAGE).items()}, indent=2))
-        (run_dir / "policy" / "serve-stats.json").write_text(
-            json.dumps(handle.stats.remote().result(), indent=2))
-        return TrainResult(ckpt_dir / f"iter_{last:05d}", export, last, metrics)
+        layout.serve_stats.write_text(json.dumps(handle.stats.remote().result(), indent=2))
+        return TrainResult(layout.checkpoint(last), export, last, metrics)
     finally:
         from ray import serve
 
@@ -220,7 +211,7 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
             ray.shutdown()
 
 
-def _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total, progress,
+def _train_loop(algo, client, tracker, config, layout, start_iter, total, progress,
                 summarize) -> tuple[int, dict]:
     """Train `total` iterations after `start_iter`: log, checkpoint every K and at the end.
 
@@ -229,7 +220,7 @@ def _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total, prog
     """
     from tqdm import tqdm
 
-    action_names = _action_names(config)
+    action_names = config.actions.names()
     metrics = _last_logged(tracker)
     empty = 0
     it, last = start_iter + 1, start_iter + total
@@ -256,7 +247,7 @@ def _train_loop(algo, client, tracker, config, ckpt_dir, start_iter, total, prog
         bar.set_postfix(ret=f"{metrics['rollout/return_mean']:.2f}",
                         expert=int(metrics["queries/expert"]))
         if it % config.policy.checkpoint_every == 0 or it == last:
-            algo.save_to_path(str((ckpt_dir / f"iter_{it:05d}").resolve()))
+            algo.save_to_path(str(layout.checkpoint(it).resolve()))
         it += 1
     bar.close()
     return last, metrics
@@ -282,12 +273,6 @@ def _wait_for_env_runners(algo, expected: int, timeout_s: float = 300.0) -> None
             return
         time.sleep(2.0)
     raise RuntimeError(f"env runners did not come back within {timeout_s:.0f} s")
-
-
-def _action_names(config: ExperimentConfig) -> list[str]:
-    from teamsrl.actions import ActionSet
-
-    return ActionSet.from_config(config.actions).names
 
 
 def _ledger_metrics(client) -> dict[str, float]:

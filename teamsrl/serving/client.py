@@ -48,7 +48,7 @@ class RemoteLedger:
 
 
 class ServeLLMClient:
-    """Same calls as `LLMClient` (chat, score, request, count_tokens), served remotely."""
+    """The `LLMService` interface (chat, score, request, count_tokens, stage), served remotely."""
 
     def __init__(self, handle, llm_config: LLMConfig, timeout_s: float = 300.0,
                  stage: str | None = None, timeout_retries: int = 1) -> None:

@@ -228,6 +228,7 @@ def test_embedding_dedup_drops_paraphrases_in_any_order():
 
     from teamsrl.embeddings import shared_embedder
     from teamsrl.generation.filters import deduplicate
+    from teamsrl.generation.rows import Row
 
     base = [
         "Write a short poem about the sea at night, mentioning the moon and two ships.",
@@ -236,12 +237,10 @@ def test_embedding_dedup_drops_paraphrases_in_any_order():
         "Describe the causes of the French Revolution in three paragraphs.",
         "Compute the area of a triangle with sides 3, 4 and 5 and show each step.",
     ]
-    rows = [{"row_id": f"s{i}/1", "seed_index": i, "step": 1, "instruction": t, "input": ""}
-            for i, t in enumerate(base)]
+    rows = [Row(f"s{i}/1", f"s{i}", i, 1, instruction=t) for i, t in enumerate(base)]
     # a paraphrase shares few word 3-grams (MinHash misses it) but means the same
-    rows.append({"row_id": "s7/1", "seed_index": 7, "step": 1, "input": "",
-                 "instruction": "Explain the way photosynthesis turns light into chemical "
-                                "energy inside the cells of plants."})
+    rows.append(Row("s7/1", "s7", 7, 1, instruction="Explain the way photosynthesis turns "
+                    "light into chemical energy inside the cells of plants."))
     encode = shared_embedder().encode
     outcomes = set()
     for trial in range(4):
@@ -250,7 +249,7 @@ def test_embedding_dedup_drops_paraphrases_in_any_order():
         kept_mh, _ = deduplicate(shuffled, 0.5, 128, None)
         assert len(kept_mh) == 6  # MinHash alone keeps the paraphrase
         kept, dropped = deduplicate(shuffled, 0.5, 128, 0.85, encode)
-        outcomes.add((tuple(r["row_id"] for r in kept),
-                      tuple((r["row_id"], why) for r, why in dropped)))
+        outcomes.add((tuple(r.row_id for r in kept),
+                      tuple((r.row_id, str(why)) for r, why in dropped)))
     assert outcomes == {(("s0/1", "s1/1", "s2/1", "s3/1", "s4/1"),
                          (("s7/1", "near-duplicate (embedding) of s1/1"),))}

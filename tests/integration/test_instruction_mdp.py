@@ -12,13 +12,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.instruction_mdp import InstructionMDPEnv
-from envs.vector import InstructionMDPVectorEnv
+from teamsrl.actions import ActionSet
 from teamsrl.cli import main
 from teamsrl.config import ExperimentConfig
 from teamsrl.llm.cache import ResponseCache
 from teamsrl.llm.client import LLMClient
 from teamsrl.llm.ledger import QueryLedger
+from teamsrl.mdp import make_env, make_vector_env
+from teamsrl.outcomes import Failure, FailureKind
 from teamsrl.rewards import failed_evolution, verdict_request
 
 pytestmark = pytest.mark.integration
@@ -41,9 +42,11 @@ def client_for(engine, cfg, tmp_path=None) -> LLMClient:
                      specs={"expert": cfg.llm.expert, "reviewer": cfg.llm.reviewer})
 
 
-def test_check_env_passes_on_the_registered_env_with_cache_off(tmp_path):
+def test_check_env_passes_on_the_registered_env_with_cache_off(smollm2_engine, tmp_path):
     cfg = small_config(tmp_path, horizon=2, cache=False)
-    env = gymnasium.make(envs.INSTRUCTION_MDP_ID, config=cfg.model_dump(), max_episode_steps=2)
+    env = gymnasium.make(envs.INSTRUCTION_MDP_ID, config=cfg.env,
+                         actions=ActionSet.from_config(cfg.actions),
+                         client=client_for(smollm2_engine, cfg), max_episode_steps=2)
     try:
         assert env.unwrapped.client.cache is None
         check_env(env.unwrapped)  # includes same-seed step determinism and a fresh make()
@@ -67,12 +70,11 @@ def run_episode(env, seed, actions):
 def test_vector_env_matches_separate_envs(smollm2_engine, tmp_path):
     cfg = small_config(tmp_path, horizon=2)
     actions = np.array([[0, 3, 5], [1, 2, 4], [4, 0, 1]])  # 2 steps, then the autoreset step
-    venv = InstructionMDPVectorEnv(cfg.model_dump(), num_envs=3,
-                                   client=client_for(smollm2_engine, cfg))
+    venv = make_vector_env(cfg, client_for(smollm2_engine, cfg), 3)
     v_obs, _ = venv.reset(seed=7)
     v_steps = [venv.step(a) for a in actions]
     for i in range(3):
-        env = InstructionMDPEnv(cfg.model_dump(), client=client_for(smollm2_engine, cfg))
+        env = make_env(cfg, client_for(smollm2_engine, cfg))
         obs, _ = env.reset(seed=7 + i)
         np.testing.assert_array_equal(obs, v_obs[i])
         for k in range(2):
@@ -95,13 +97,13 @@ def test_same_seed_with_cache_gives_same_trajectory_and_no_new_queries(smollm2_e
                                                                         tmp_path):
     cfg = small_config(tmp_path, horizon=3, cache=True)
     first_client = client_for(smollm2_engine, cfg, tmp_path)
-    first = run_episode(InstructionMDPEnv(cfg.model_dump(), client=first_client), 21, [0, 3, 5])
+    first = run_episode(make_env(cfg, first_client), 21, [0, 3, 5])
     spent = first_client.ledger.session_totals()
     assert spent["expert"].queries == 3 and spent["expert"].cache_hits == 0
     first_client.close()
 
     again_client = client_for(smollm2_engine, cfg, tmp_path)  # same cache and ledger files
-    again = run_episode(InstructionMDPEnv(cfg.model_dump(), client=again_client), 21, [0, 3, 5])
+    again = run_episode(make_env(cfg, again_client), 21, [0, 3, 5])
     totals = again_client.ledger.session_totals()
     assert sum(t.queries for t in totals.values()) == 0
     assert totals["expert"].cache_hits == 3
@@ -208,7 +210,7 @@ def test_rollout_cli_smoke(tmp_path, capsys):
 def test_graded_rating_option_adds_one_reviewer_query(smollm2_engine, tmp_path):
     cfg = small_config(tmp_path, horizon=1)
     cfg.env.reward.graded_score = True
-    env = InstructionMDPEnv(cfg.model_dump(), client=client_for(smollm2_engine, cfg))
+    env = make_env(cfg, client_for(smollm2_engine, cfg))
     env.reset(seed=3, options={"instruction": "Write a poem about autumn."})
     _, reward, _, trunc, info = env.step(env.actions.index("add_constraints"))
     assert trunc is True
@@ -226,12 +228,12 @@ def test_a_rewrite_cut_at_max_tokens_fails_and_is_discarded(smollm2_engine, tmp_
     cfg = ExperimentConfig(run_dir=str(tmp_path))  # the rule is on by default
     cfg.llm.expert.max_tokens = 3  # no rewrite of this seed ends within 3 tokens
     cfg.env.horizon = 1
-    env = InstructionMDPEnv(cfg.model_dump(), client=client_for(smollm2_engine, cfg))
+    env = make_env(cfg, client_for(smollm2_engine, cfg))
     seed = "Write a poem about autumn."
     env.reset(seed=5, options={"instruction": seed})
     _, reward, _, _, info = env.step(env.actions.index("add_constraints"))
     assert info["rewrite_truncated"] and info["rewrite"], info
-    assert info["failure"] == "cut at max_tokens", info
+    assert info["failure"] == Failure(FailureKind.CUT), info
     assert info["instruction"] == seed  # the cut rewrite is not the next state
     assert info["queries"] == {"expert": 1, "reviewer": 0}  # and no verdict is spent on it
     assert info["reward_components"]["failure"] == -cfg.env.reward.failure_penalty

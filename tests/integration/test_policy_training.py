@@ -103,7 +103,7 @@ def test_ppo_learns_the_action_that_pays(ray_serve, tmp_path, embedded_client):
     The reward here does not depend on the text (weights of verdict and novelty are 0), so this
     tests the PPO wiring; the real engine still runs every rewrite.
     """
-    from envs.instruction_mdp import InstructionMDPEnv
+    from teamsrl.mdp import make_env
     from teamsrl.policy.export import load_policy
     from teamsrl.policy.train import train_policy
 
@@ -118,7 +118,7 @@ def test_ppo_learns_the_action_that_pays(ray_serve, tmp_path, embedded_client):
     train_policy(config, progress=False)
     policy = load_policy(tmp_path)
     stop = policy.action_names.index("stop")
-    env = InstructionMDPEnv(config, client=embedded_client)
+    env = make_env(config, embedded_client)
     obs = np.stack([env.reset(seed=s)[0] for s in range(8)])
     p_stop = policy.action_probabilities(obs)[:, stop]
     assert p_stop.mean() > 0.5, p_stop

@@ -362,17 +362,16 @@ def _(tmp_path, capsys):
 
 # ------------------------------------------------------------------------ LLM replies
 def _env_with(tmp_path, reply: str):
-    from envs.instruction_mdp import InstructionMDPEnv
     from teamsrl.llm.cache import ResponseCache
     from teamsrl.llm.client import LLMClient
     from teamsrl.llm.ledger import QueryLedger
+    from teamsrl.mdp import make_env
 
     engine = FixedReplyEngine(reply)
     client = LLMClient({"expert": engine, "reviewer": engine},
                        cache=ResponseCache(tmp_path / "llm-cache.sqlite"),
                        ledger=QueryLedger(tmp_path / "ledger.sqlite"))
-    env = InstructionMDPEnv(ExperimentConfig().model_dump(), client=client,
-                            embedder=HashEmbedder())
+    env = make_env(ExperimentConfig(), client, embedder=HashEmbedder())
     env.reset(seed=1, options={"instruction": "Name a river."})
     return env, engine, client
 
@@ -384,7 +383,7 @@ def _(tmp_path, capsys):
     reply = ("Describe every river of Europe. " * 3200)[:99_999] + "."
     env, engine, client = _env_with(tmp_path, reply)
     _, reward, _, _, info = env.step(0)
-    assert info["failure"] == "too long: 100000 characters > 4000"
+    assert str(info["failure"]) == "too long: 100000 characters > 4000"
     assert not info["reviewed"] and engine.scored == 0
     assert reward == pytest.approx(-1.02) and info["instruction"] == "Name a river."
     assert len(info["rewrite"]) == 100_000
@@ -401,7 +400,7 @@ def _(tmp_path, capsys):
 def _(tmp_path, capsys):
     env, engine, client = _env_with(tmp_path, " \n\t ")
     _, _, _, _, info = env.step(0)
-    assert info["failure"] == "empty" and engine.scored == 0
+    assert str(info["failure"]) == "empty" and engine.scored == 0
     assert info["instruction"] == "Name a river."
     client.close()
 

@@ -16,14 +16,17 @@ import pytest
 from embedding_doubles import HashEmbedder
 from reliability_doubles import SleepingEngine, ThreadHandle
 
-from envs.instruction_mdp import TIMEOUT, InstructionMDPEnv, step_many
+from envs.stepper import BatchStepper
 from teamsrl.config import ExperimentConfig, load_config
 from teamsrl.llm.client import LLMClient
 from teamsrl.llm.engine import LLMTimeoutError
 from teamsrl.llm.ledger import QueryLedger
+from teamsrl.mdp import make_env
+from teamsrl.outcomes import Failure, FailureKind
 from teamsrl.serving.client import ServeLLMClient
 
 TIMEOUT_S = 0.3
+TIMEOUT = Failure(FailureKind.TIMEOUT)
 
 
 def _served(tmp_path, engine, retries: int):
@@ -37,8 +40,8 @@ def _served(tmp_path, engine, retries: int):
 
 
 def _envs(client, instructions):
-    config = ExperimentConfig().model_dump()
-    envs = [InstructionMDPEnv(config, client=client, embedder=HashEmbedder(), default_seed=i)
+    config = ExperimentConfig()
+    envs = [make_env(config, client, embedder=HashEmbedder(), seed=i)
             for i in range(len(instructions))]
     for env, text in zip(envs, instructions, strict=True):
         env.reset(options={"instruction": text})
@@ -53,7 +56,7 @@ def test_hung_rewrite_fails_its_own_step_only_with_a_neutral_reward(tmp_path, re
                           "Explain photosynthesis."])
     start = time.monotonic()
     try:
-        results = step_many(envs, [0, 1, 2])
+        results = BatchStepper(client).step(envs, [0, 1, 2])
     finally:
         engine.release.set()
     elapsed = time.monotonic() - start
@@ -65,15 +68,15 @@ def test_hung_rewrite_fails_its_own_step_only_with_a_neutral_reward(tmp_path, re
     assert info["instruction"] == "HANG: list three rivers."  # kept, as after a failed rewrite
     assert not terminated and not truncated and info["step"] == 1
     for i in (0, 2):  # batch-mates keep their answers and their normal rewards
-        assert results[i][4]["failure"] == "" and results[i][4]["reviewed"]
+        assert results[i][4]["failure"] is None and results[i][4]["reviewed"]
         assert results[i][1] != 0.0
     assert engine.seen == {next(t for t in engine.seen if "HANG" in t): 1 + retries}
     totals = local.ledger.totals(stage="test")
     assert totals["expert"].failures == 1  # counted once per dropped request
     assert totals["reviewer"].failures == 0
     # the episode goes on: the next step of the same env is a normal one once the server answers
-    nxt = step_many([envs[1]], [0])[0]
-    assert nxt[4]["failure"] == "" and nxt[4]["step"] == 2
+    nxt = BatchStepper(client).step([envs[1]], [0])[0]
+    assert nxt[4]["failure"] is None and nxt[4]["step"] == 2
 
 
 def test_a_retry_that_gets_an_answer_is_not_a_failure(tmp_path):
@@ -84,7 +87,7 @@ def test_a_retry_that_gets_an_answer_is_not_a_failure(tmp_path):
         _, reward, _, _, info = env.step(0)
     finally:
         engine.release.set()
-    assert info["failure"] == "" and info["timeouts"] == 0 and info["reviewed"]
+    assert info["failure"] is None and info["timeouts"] == 0 and info["reviewed"]
     assert reward != 0.0
     assert local.ledger.totals(stage="test")["expert"].failures == 0
 

@@ -13,17 +13,19 @@ import numpy as np
 import pytest
 from embedding_doubles import HashEmbedder
 
-from teamsrl.config import load_config
+from teamsrl.config import ConfigError, load_config
+from teamsrl.generation.choose import Chooser
+from teamsrl.generation.episodes import BatchGenerator
 from teamsrl.generation.filters import deduplicate, distinct_n, mean_pairwise_distance
-from teamsrl.generation.run import BatchGenerator, Chooser, RowLog
+from teamsrl.generation.rows import Row, RowLog
 from teamsrl.llm.client import LLMClient
 from teamsrl.llm.schema import ChatResponse, ScoreResponse
+from teamsrl.outcomes import Drop, DropKind, Failure, FailureKind
 from teamsrl.seeds import Seed
 
 
-def _row(seed_index: int, step: int, text: str) -> dict:
-    return {"row_id": f"s{seed_index}/{step}", "seed_index": seed_index, "step": step,
-            "instruction": text, "input": ""}
+def _row(seed_index: int, step: int, text: str) -> Row:
+    return Row(f"s{seed_index}/{step}", f"s{seed_index}", seed_index, step, instruction=text)
 
 
 BASE = [
@@ -45,8 +47,8 @@ def test_minhash_drops_planted_near_duplicates_in_any_order():
         shuffled = rows[:]
         random.Random(trial).shuffle(shuffled)  # shards finishing in another order
         kept, dropped = deduplicate(shuffled, 0.5, 128, None)
-        results.add((tuple(r["row_id"] for r in kept),
-                     tuple(sorted((r["row_id"], why) for r, why in dropped))))
+        results.add((tuple(r.row_id for r in kept),
+                     tuple(sorted((r.row_id, str(why)) for r, why in dropped))))
     assert len(results) == 1
     (kept_ids, drops), = results
     assert kept_ids == ("s0/1", "s1/1", "s2/1", "s3/1", "s4/1")
@@ -104,29 +106,31 @@ def test_failed_evolutions_dropped_with_reason_counted(tmp_path, monkeypatch):
     batch = [(i, Seed(f"s{i}", f"Write a story about animal number {i}.")) for i in range(4)]
     rows = gen.run(batch)
     assert len(rows) == 12
-    failed = [r for r in rows if r["failure"]]
+    failed = [r for r in rows if r.failure]
     assert failed, "the planted apologies must fail some evolutions"
     for r in failed:
-        assert not r["kept"] and r["drop_reason"] == "failed evolution: apology"
-        assert r["output"] == "" and r["queries"]["expert"] == 1  # no answer is paid for
+        assert r.failure == Failure(FailureKind.APOLOGY)
+        assert not r.kept and r.drop == Drop(DropKind.FAILED_EVOLUTION, "apology")
+        assert r.to_json()["drop_reason"] == "failed evolution: apology"
+        assert r.output == "" and r.queries["expert"] == 1  # no answer is paid for
     for r in rows:
-        if r["kept"]:
-            assert r["output"].startswith("Here is a detailed answer")
-            assert r["queries"]["expert"] == 2
+        if r.kept:
+            assert r.output.startswith("Here is a detailed answer")
+            assert r.queries["expert"] == 2
     # the instruction an episode continues from never is a failed rewrite: each step's rewrite
     # prompt holds the seed's last accepted instruction (the seed text until one is accepted)
     assert len(engine.rewrite_prompts) == 12
     assert not [p for p in engine.rewrite_prompts if APOLOGY in p]
     expected = []
     for _, seed in batch:
-        steps = sorted((r for r in rows if r["seed_id"] == seed.id), key=lambda r: r["step"])
-        assert [r["step"] for r in steps] == [1, 2, 3]
+        steps = sorted((r for r in rows if r.seed_id == seed.id), key=lambda r: r.step)
+        assert [r.step for r in steps] == [1, 2, 3]
         current = seed.text
         for r in steps:
             expected.append(current)
-            if not r["failure"]:
-                current = r["instruction"]
-    assert any(r["failure"] and r["step"] < 3 for r in rows)  # a failure with a step after it
+            if not r.failure:
+                current = r.instruction
+    assert any(r.failure and r.step < 3 for r in rows)  # a failure with a step after it
     for text in set(expected):  # texts are unique per seed: counts pair prompts with steps
         assert sum(text in p for p in engine.rewrite_prompts) == expected.count(text), text
 
@@ -141,9 +145,13 @@ def test_forced_actions_and_validation(tmp_path):
     assert chooser.choose(["a", "b", "c"], 3, obs) == [2, 2, 2]
     # random steps depend only on (run seed, seed id, step): not on batch-mates
     assert chooser.choose(["a", "b"], 2, obs[:2])[1] == chooser.choose(["z", "b"], 2, obs[:2])[1]
-    bad = load_config(None, ["generate.forced_actions={2: widen}"])
-    with pytest.raises(ValueError, match=r"generate.forced_actions\[2\] = 'widen'"):
-        Chooser(bad, names, "random")
+    # an unknown operation fails when the config loads, before any model or policy
+    with pytest.raises(ConfigError, match=r"generate.forced_actions\[2\] = 'widen': expected "
+                       r"one of \['breadth'"):
+        load_config(None, ["generate.forced_actions={2: widen}"])
+    with_stop = load_config(None, ["actions.include_stop=true",
+                                   "generate.forced_actions={2: stop}"])
+    assert with_stop.generate.forced_actions == {2: "stop"}
 
 
 class _FixedPolicy:
@@ -181,10 +189,13 @@ def test_policy_actions_are_sampled_by_default_and_argmax_when_greedy():
 def test_row_log_recovers_from_a_torn_write(tmp_path):
     path = tmp_path / "rows.jsonl"
     log = RowLog(path)
-    log.append([{"kind": "row", "seed_id": "a", "row_id": "a/1"}], ["a"])
+    dropped = Row("s0/2", "s0", 0, 2, failure=Failure(FailureKind.TOO_LONG, "9 > 8"),
+                  drop=Drop(DropKind.FAILED_EVOLUTION, "too long: 9 > 8"))
+    log.append([_row(0, 1, "Name a river."), dropped], ["s0"])
     with path.open("a") as f:  # a batch that died mid-write: rows without seed_done, torn line
-        f.write(json.dumps({"kind": "row", "seed_id": "b", "row_id": "b/1"}) + "\n")
-        f.write('{"kind": "row", "seed_id": "b", "ro')
+        f.write(json.dumps(_row(1, 1, "Name a lake.").to_json()) + "\n")
+        f.write('{"kind": "row", "seed_id": "s1", "ro')
     again = RowLog(path)
-    assert again.done == {"a"} and [r["row_id"] for r in again.rows] == ["a/1"]
-    assert path.read_text().count("\n") == 2  # the unfinished seed's records are gone
+    assert again.done == {"s0"} and [r.row_id for r in again.rows] == ["s0/1", "s0/2"]
+    assert again.rows[1] == dropped  # typed failure and drop read back, not parsed from text
+    assert path.read_text().count("\n") == 3  # the unfinished seed's records are gone

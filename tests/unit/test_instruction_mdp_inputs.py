@@ -15,11 +15,13 @@ import pytest
 from embedding_doubles import HashEmbedder
 
 import envs
-from envs.instruction_mdp import InstructionMDPEnv, derive_seed, experiment_config
-from envs.vector import InstructionMDPVectorEnv, make_rllib_env
+from envs.config import EnvConfig
+from envs.instruction_mdp import InstructionMDPEnv, derive_seed
 from teamsrl.config import ConfigError, ExperimentConfig
 from teamsrl.llm.client import LLMClient
 from teamsrl.llm.schema import ChatResponse, ScoreResponse
+from teamsrl.mdp import make_env as experiment_env
+from teamsrl.mdp import make_vector_env
 from teamsrl.seeds import SeedError
 
 
@@ -50,8 +52,7 @@ class RecordingEngine:
 def make_env(cfg=None, engine=None, **kw):
     engine = engine or RecordingEngine()
     client = LLMClient({"expert": engine, "reviewer": engine})
-    config = (cfg or ExperimentConfig()).model_dump()
-    return InstructionMDPEnv(config, client=client, embedder=HashEmbedder(), **kw), engine
+    return experiment_env(cfg or ExperimentConfig(), client, embedder=HashEmbedder(), **kw), engine
 
 
 def test_registered_with_horizon_time_limit():
@@ -80,7 +81,7 @@ def test_step_info_rewards_and_truncation():
     assert (term, trunc) == (False, False) and type(term) is bool
     assert obs[384 + 2] == 1.0 and obs[-1] == pytest.approx(0.5)
     assert info["queries"] == {"expert": 1, "reviewer": 1}
-    assert info["action_name"] == "deepening" and info["failure"] == ""
+    assert info["action_name"] == "deepening" and info["failure"] is None
     assert info["instruction"] == info["rewrite"] != info["instruction_before"]
     assert info["verdict"] == pytest.approx(1 / (1 + np.e))  # softmax of (-1, -2), 2nd answer
     assert reward == pytest.approx(sum(info["reward_components"].values()))
@@ -128,8 +129,7 @@ def test_seeded_reset_restarts_episode_count_and_request_seeds():
 def test_vector_step_sends_one_batch_per_role():
     engine = RecordingEngine()
     client = LLMClient({"expert": engine, "reviewer": engine})
-    venv = InstructionMDPVectorEnv(ExperimentConfig().model_dump() | {"num_envs": 4},
-                                   client=client, embedder=HashEmbedder())
+    venv = make_vector_env(ExperimentConfig(), client, 4, embedder=HashEmbedder())
     obs, infos = venv.reset(seed=1)
     assert obs.shape == (4, 391) and venv.num_envs == 4
     venv.step(np.array([0, 1, 2, 3]))
@@ -140,9 +140,8 @@ def test_vector_next_step_autoreset():
     engine = RecordingEngine()
     cfg = ExperimentConfig()
     cfg.env.horizon = 1
-    venv = InstructionMDPVectorEnv(cfg.model_dump(), num_envs=2,
-                                   client=LLMClient({"expert": engine, "reviewer": engine}),
-                                   embedder=HashEmbedder())
+    venv = make_vector_env(cfg, LLMClient({"expert": engine, "reviewer": engine}), 2,
+                           embedder=HashEmbedder())
     venv.reset(seed=0)
     _, _, term, trunc, _ = venv.step([0, 1])
     assert trunc.tolist() == [True, True] and term.tolist() == [False, False]
@@ -154,16 +153,41 @@ def test_vector_next_step_autoreset():
     assert engine.chat_batches == [2, 2]
 
 
-def test_make_rllib_env_dispatches_on_num_envs(monkeypatch):
-    import envs.vector as vec
+def _rllib_creator(monkeypatch, engine):
+    """The RLlib env creator with the Serve app replaced by a local client on `engine`."""
+    from teamsrl.policy import train
+    from teamsrl.serving.client import ServeLLMClient
 
-    made = []
-    monkeypatch.setattr(vec, "InstructionMDPVectorEnv", lambda c: made.append(("vector", c)))
-    monkeypatch.setattr(vec, "InstructionMDPEnv", lambda c: made.append(("single", c)))
-    make_rllib_env({"num_envs": 3})
-    make_rllib_env({})
-    assert [m[0] for m in made] == ["vector", "single"]
-    assert experiment_config({"num_envs": 3, "seed": 9}).seed == 9
+    connected = []
+
+    def connect(app, llm, **kw):
+        connected.append(app)
+        return LLMClient({"expert": engine, "reviewer": engine})
+
+    monkeypatch.setattr(ServeLLMClient, "connect", staticmethod(connect))
+    monkeypatch.setattr("teamsrl.embeddings.shared_embedder", lambda *a, **k: HashEmbedder())
+    return train.make_env, connected
+
+
+class _EnvContext(dict):
+    """RLlib's EnvContext: the env config dict with the runner's index as an attribute."""
+
+    worker_index = 2
+
+
+def test_the_one_rllib_env_creator_dispatches_on_num_envs(monkeypatch):
+    from envs.vector import InstructionMDPVectorEnv
+    from teamsrl.policy.train import SERVE_APP_KEY
+
+    creator, connected = _rllib_creator(monkeypatch, RecordingEngine())
+    dump = ExperimentConfig(seed=9).model_dump(mode="json") | {SERVE_APP_KEY: "app"}
+    vector = creator(_EnvContext(dump | {"num_envs": 3}))
+    single = creator(_EnvContext(dump))
+    assert isinstance(vector.env, InstructionMDPVectorEnv) and vector.num_envs == 3
+    assert isinstance(single, InstructionMDPEnv) and connected == ["app", "app"]
+    # runner w's sub-env i defaults to seed + 10,000 w + i
+    assert [e.default_seed for e in vector.env.envs] == [20_009, 20_010, 20_011]
+    assert single.default_seed == 20_009
 
 
 @pytest.mark.parametrize(("data", "key"), [
@@ -173,9 +197,22 @@ def test_make_rllib_env_dispatches_on_num_envs(monkeypatch):
     ({"actions": {"operations": ["breadth", "breadth"]}}, "actions"),
     ({"actions": {"operations": []}}, "actions"),
 ])
-def test_bad_env_config_fails_before_any_model(data, key):
+def test_bad_env_config_fails_before_any_model(monkeypatch, data, key):
+    from teamsrl.policy.train import SERVE_APP_KEY
+
+    creator, connected = _rllib_creator(monkeypatch, RecordingEngine())
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        InstructionMDPEnv(data, client=LLMClient({"expert": RecordingEngine()}))
+        creator(data | {SERVE_APP_KEY: "app"})
+    assert connected == []  # refused before connecting to any model
+
+
+def test_the_env_takes_its_own_config_not_an_experiment():
+    client = LLMClient({"expert": RecordingEngine()})
+    with pytest.raises(TypeError, match="expected an EnvConfig, got dict"):
+        InstructionMDPEnv(ExperimentConfig().model_dump(), client=client,
+                          embedder=HashEmbedder())
+    env = InstructionMDPEnv(EnvConfig(horizon=2), client=client, embedder=HashEmbedder())
+    assert env.config.horizon == 2 and env.actions.names[0] == "breadth"
 
 
 def write_lines(path, lines):

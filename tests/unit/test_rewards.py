@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from teamsrl.actions import ActionSet
+from teamsrl.outcomes import Failure, FailureKind
 from teamsrl.rewards import (
     VERDICT_CANDIDATES,
     RewardConfig,
@@ -52,9 +53,9 @@ CASES = [
 def test_elimination_rules_table(old, new, expected):
     reason = failed_evolution(old, new)
     if expected:
-        assert reason.startswith(expected), (new[:60], reason)
+        assert reason is not None and reason.kind is FailureKind(expected), (new[:60], reason)
     else:
-        assert reason == "", (new[:60], reason)
+        assert reason is None, (new[:60], reason)
 
 
 def test_rewrite_that_copies_the_prompts_text_fails():
@@ -63,19 +64,24 @@ def test_rewrite_that_copies_the_prompts_text_fails():
     assert op.example[1] in texts and len(texts) >= 2
     example, task = op.example[1], texts[1]
     for copy in (example, f"{task}\nName three tropical fruits.", example.upper()):
-        assert failed_evolution("Name three fruits.", copy, template_texts=texts).startswith(
-            "copies"), copy  # a template marker or the prompt's own text
-    assert failed_evolution("Sort it.", "Sort it. " + texts[-1], template_texts=texts,
-                            config=RewardConfig(template_markers=[])) == "copies the prompt's text"
+        why = failed_evolution("Name three fruits.", copy, template_texts=texts)
+        # a template marker or the prompt's own text
+        assert why.kind in (FailureKind.COPIES_TEMPLATE, FailureKind.COPIES_PROMPT), copy
+    why = failed_evolution("Sort it.", "Sort it. " + texts[-1], template_texts=texts,
+                           config=RewardConfig(template_markers=[]))
+    assert why == Failure(FailureKind.COPIES_PROMPT) and str(why) == "copies the prompt's text"
     assert failed_evolution("Name three fruits.", "Name three tropical fruits.",
-                            template_texts=texts) == ""
+                            template_texts=texts) is None
 
 
 def test_length_limit_and_markers_come_from_config():
     cfg = RewardConfig(max_rewrite_chars=30, template_markers=["banana"])
-    assert failed_evolution(OLD, "Write a poem about winter nights.", cfg).startswith("too long")
-    assert failed_evolution(OLD, "A banana poem.", cfg) == "copies template: 'banana'"
-    assert failed_evolution(OLD, "New instruction: haiku", cfg) == ""  # default list replaced
+    long = failed_evolution(OLD, "Write a poem about winter nights.", cfg)
+    assert long == Failure(FailureKind.TOO_LONG, "33 characters > 30")
+    marker = failed_evolution(OLD, "A banana poem.", cfg)
+    assert marker == Failure(FailureKind.COPIES_TEMPLATE, "'banana'")
+    assert str(marker) == "copies template: 'banana'"  # the text rows and logs carry
+    assert failed_evolution(OLD, "New instruction: haiku", cfg) is None  # default list replaced
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -134,8 +140,9 @@ def test_reward_config_rejects_bad_values():
 
 def test_a_rewrite_cut_at_max_tokens_fails_unless_turned_off():
     cut = "Write a haiku about autumn, with the word 'amber' in the"
-    assert failed_evolution(OLD, cut) == ""  # stopped on its own: passes
-    assert failed_evolution(OLD, cut, cut=True) == "cut at max_tokens"
-    assert failed_evolution(OLD, OLD, cut=True) == "unchanged"  # a content rule's reason wins
+    assert failed_evolution(OLD, cut) is None  # stopped on its own: passes
+    assert failed_evolution(OLD, cut, cut=True) == Failure(FailureKind.CUT)
+    # a content rule's reason wins
+    assert failed_evolution(OLD, OLD, cut=True) == Failure(FailureKind.UNCHANGED)
     off = RewardConfig(cut_rewrite_fails=False)
-    assert failed_evolution(OLD, cut, off, cut=True) == ""
+    assert failed_evolution(OLD, cut, off, cut=True) is None

@@ -1,0 +1,129 @@
+"""The end of a generation run: near-duplicate removal, data.jsonl + dataset/, the summary
+(counts, drop reasons, diversity, the diversity-vs-queries curve, the ledger of this arm and the
+policy's training cost) and the dataset card."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from teamsrl.config import ExperimentConfig
+from teamsrl.generation.card import write_card
+from teamsrl.generation.episodes import arm_of
+from teamsrl.generation.filters import deduplicate, diversity
+from teamsrl.generation.rows import Row
+from teamsrl.layout import GenerationLayout, RunLayout
+from teamsrl.seeds import Seed, SeedSet
+
+CURVE_POINTS = 20
+
+
+def finalize(config: ExperimentConfig, out: GenerationLayout, policy: str, rows: list[Row],
+             pool: Sequence[Seed], seed_set: SeedSet, client, stage: str) -> dict:
+    """Deduplicate, write data.jsonl + dataset/ + the card; return the summary."""
+    from teamsrl.embeddings import shared_embedder
+
+    embedder = shared_embedder(config.env.embedder)
+    d = config.generate.dedup
+    candidates = [r for r in rows if r.kept]
+    kept, dups = deduplicate(candidates, d.minhash_threshold, d.num_perm, d.embedding_threshold,
+                             embedder.encode)
+    duplicate_of = {r.row_id: drop for r, drop in dups}
+    drops = Counter(r.drop.kind.value for r in rows if not r.kept)
+    drops.update(drop.kind.value for drop in duplicate_of.values())
+    write_data(out, kept)
+    result = {
+        "arm": arm_of(policy), "policy": policy, "stage": stage, "out": str(out.root),
+        "seeds": len(pool),
+        "seed_source": seed_set.source, "seeds_skipped": seed_set.skipped[:100],
+        "rows_total": len(rows), "rows_kept": len(kept),
+        "drops": dict(sorted(drops.items())),
+        "queries": {"expert": sum(r.queries["expert"] for r in rows),
+                    "reviewer": sum(r.queries["reviewer"] for r in rows)},
+        "diversity": diversity([r.text for r in kept], embedder.encode),
+        "curve": curve(rows, {r.row_id for r in kept}, embedder.encode),
+        "ledger": _ledger(config, client, stage),
+        "policy_training": training_queries(policy),
+    }
+    write_card(out, config, result)
+    return result
+
+
+def write_data(out: GenerationLayout, kept: list[Row]) -> None:
+    """data.jsonl (atomically replaced) and the same rows as a `datasets.Dataset`."""
+    from datasets import Dataset
+
+    records = [r.dataset_record() for r in kept]
+    tmp = out.data.with_name(out.data.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    os.replace(tmp, out.data)
+    if records:
+        ds = Dataset.from_list([{**r, "reward_components": json.dumps(r["reward_components"]),
+                                 "sampling": json.dumps(r["sampling"]),
+                                 "queries": json.dumps(r["queries"])} for r in records])
+        staging = out.dataset.with_name(out.dataset.name + ".tmp")
+        ds.save_to_disk(str(staging))
+        shutil.rmtree(out.dataset, ignore_errors=True)
+        os.replace(staging, out.dataset)
+
+
+def curve(rows: list[Row], kept_ids: set[str], encode: Callable) -> list[dict]:
+    """Diversity of the final dataset's rows generated so far vs expert queries spent so far,
+    in seed order (the order a run spends queries in)."""
+    by_seed: dict[int, list[Row]] = {}
+    for r in rows:
+        by_seed.setdefault(r.seed_index, []).append(r)
+    order = sorted(by_seed)
+    if not order:
+        return []
+    marks = {order[max(0, -(-k * len(order) // CURVE_POINTS) - 1)]
+             for k in range(1, CURVE_POINTS + 1)}
+    points, queries, texts, reviewer = [], 0, [], 0
+    for idx in order:
+        for r in sorted(by_seed[idx], key=lambda r: r.order):
+            queries += r.queries["expert"]
+            reviewer += r.queries["reviewer"]
+            if r.row_id in kept_ids:
+                texts.append(r.text)
+        if idx in marks:
+            div = diversity(texts, encode)
+            points.append({"expert_queries": queries, "reviewer_queries": reviewer,
+                           "rows_kept": len(texts), "diversity": div["mean_pairwise_distance"],
+                           "distinct_2": div["distinct_2"]})
+    return points
+
+
+def _ledger(config: ExperimentConfig, client, stage: str) -> dict:
+    """This arm's ledger totals per role (engine queries, cache hits, tokens)."""
+    if client is not None:
+        totals = client.ledger.totals(stage=stage)
+    else:
+        from teamsrl.llm.ledger import QueryLedger
+
+        path = config.llm.ledger_path or RunLayout.of(config.run_dir).ledger
+        if not Path(path).is_file():
+            return {}
+        ledger = QueryLedger(path)
+        try:
+            totals = ledger.totals(stage=stage)
+        finally:
+            ledger.close()
+    return {role: t.as_dict() for role, t in totals.items()}
+
+
+def training_queries(policy: str) -> dict:
+    """The policy's training cost from `<run_dir>/policy/ledger.json` (random: none)."""
+    if policy == "random":
+        return {}
+    path = Path(policy)
+    for candidate in (path, path.parent, path.parent.parent):
+        f = (candidate / "ledger.json" if candidate.name == "policy"
+             else RunLayout.of(candidate).policy_ledger)
+        if f.is_file():
+            return json.loads(f.read_text())
+    return {}
