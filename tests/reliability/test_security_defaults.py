@@ -18,12 +18,11 @@ import json
 import logging
 import os
 import re
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from http_stub import JSONHandler, serving
 
 from teamsrl.config import dump_config, load_config
 
@@ -104,7 +103,7 @@ def _record_listeners(listeners) -> None:
 
 
 # ------------------------------------------------------------------------------ API keys
-class _FakeOpenAI(BaseHTTPRequestHandler):
+class _FakeOpenAI(JSONHandler):
     """An OpenAI-compatible server that records the Authorization header of every request.
 
     `/v1/chat/completions` answers with a text that names the prompt's length (so rewrites
@@ -115,8 +114,7 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
     auth_headers: list[str] = []
 
     def do_POST(self):  # noqa: N802 - http.server's name
-        length = int(self.headers.get("Content-Length", 0))
-        body = json.loads(self.rfile.read(length))
+        body = self.body()
         type(self).auth_headers.append(self.headers.get("Authorization", ""))
         if self.path.endswith("/completions") and "messages" not in body:
             tokens = re.findall(r"\s+|\S+", body["prompt"])
@@ -138,25 +136,14 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
                      "choices": [{"index": 0, "finish_reason": "stop",
                                   "message": {"role": "assistant", "content": text}}],
                      "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(reply)
 
 
 @pytest.fixture
 def fake_openai():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     _FakeOpenAI.auth_headers = []
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serving(_FakeOpenAI) as server:
+        yield server.url
 
 
 def _files_holding(root: Path, secret: str) -> list[str]:

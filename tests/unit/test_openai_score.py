@@ -11,11 +11,10 @@ with `TransformersEngine.score` of the reviewer's verdict request beside it.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from http_stub import JSONHandler, serving
 
 from teamsrl.llm.config import ModelSpec
 from teamsrl.llm.openai_engine import (
@@ -90,32 +89,19 @@ def candidate_merged(prompt: str) -> dict:
     return _reply(tokens, rec["logprobs"][:-2] + [rec["logprobs"][-1]], prompt)
 
 
-class _Stub(BaseHTTPRequestHandler):
+class _Stub(JSONHandler):
     def do_POST(self):  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         self.server.bodies.append(body)
-        data = json.dumps(self.server.respond(body["prompt"])).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(self.server.respond(body["prompt"]))
 
 
 @pytest.fixture
 def server():
     """A completions stub on 127.0.0.1; set `.respond` to one of the shapes above."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    httpd.respond, httpd.bodies = vllm_shape, []
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Stub) as httpd:
+        httpd.respond, httpd.bodies = vllm_shape, []
+        yield httpd
 
 
 def _engine(server) -> OpenAIEngine:
