@@ -3,7 +3,9 @@
 The ledger is what proves the method's headline (expert queries as a fraction of the Evol-Instruct
 baseline), so every engine call is one committed row: a killed caller loses no counts. Rows carry
 a `stage` tag (policy training, generation, ...) and a `session` id (one process's lifetime), so
-totals can be read per stage, per session, or over the whole run.
+totals can be read per stage, per session, or over the whole run. A row may carry a `batch` id:
+a second row with the same id is ignored, so a writer that retries a commit (the serving side's
+store actor, `teamsrl.serving.store`) counts the batch once.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ CREATE TABLE IF NOT EXISTS calls (
     failures INTEGER NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
-    seconds REAL NOT NULL
+    seconds REAL NOT NULL,
+    batch TEXT
 );
 """
+# after the column migration (a ledger written before `batch` existed has no such column)
+_BATCH_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS calls_batch ON calls(batch) WHERE batch IS NOT NULL")
 _FIELDS = ("queries", "cache_hits", "failures", "prompt_tokens", "completion_tokens", "seconds")
 
 
@@ -66,6 +72,9 @@ class QueryLedger:
         columns = {row[1] for row in self._store.read("PRAGMA table_info(calls)")}
         if "node" not in columns:  # a ledger written before per-node accounting
             self._store.write("ALTER TABLE calls ADD COLUMN node TEXT NOT NULL DEFAULT ''", [()])
+        if "batch" not in columns:  # a ledger written before idempotent commits
+            self._store.write("ALTER TABLE calls ADD COLUMN batch TEXT", [()])
+        self._store.write(_BATCH_INDEX, [()])
         self.stage = stage
         self.session = uuid.uuid4().hex
 
@@ -82,15 +91,17 @@ class QueryLedger:
         seconds: float = 0.0,
         stage: str | None = None,
         node: str = "",
+        batch: str | None = None,
     ) -> None:
         """Commit one call's counts (a batch counts each of its requests); `node` names the
-        Ray node the requests came from ("" = this process)."""
+        Ray node the requests came from ("" = this process); a `batch` id already recorded
+        makes this a no-op (a retried commit)."""
         row = (time.time(), self.session, stage or self.stage, node, role, kind, queries,
-               cache_hits, failures, prompt_tokens, completion_tokens, seconds)
+               cache_hits, failures, prompt_tokens, completion_tokens, seconds, batch)
         self._store.write(
-            "INSERT INTO calls (ts, session, stage, node, role, kind, queries, cache_hits,"
-            " failures, prompt_tokens, completion_tokens, seconds)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO calls (ts, session, stage, node, role, kind, queries,"
+            " cache_hits, failures, prompt_tokens, completion_tokens, seconds, batch)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [row],
         )
 
