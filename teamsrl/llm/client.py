@@ -161,18 +161,24 @@ def build_engine(spec: ModelSpec) -> LLMEngine:
                               max_batch_size=spec.max_batch_size)
 
 
-def build_client(config: LLMConfig, run_dir: str | Path, stage: str = "default") -> LLMClient:
-    """Engines for the expert and reviewer (one shared engine when they use the same model),
-    the cache and the ledger, as the config says."""
-    run_dir = Path(run_dir)
-    specs = {"expert": config.expert, "reviewer": config.reviewer}
+def build_engines(config: LLMConfig) -> dict[str, LLMEngine]:
+    """The expert's and reviewer's engines: one shared engine when they use the same model."""
     engines: dict[str, LLMEngine] = {}
     loaded: dict[tuple, LLMEngine] = {}
-    for role, spec in specs.items():
+    for role, spec in {"expert": config.expert, "reviewer": config.reviewer}.items():
         key = (spec.model, spec.engine, spec.device, spec.dtype, spec.max_batch_size)
         if key not in loaded:
             loaded[key] = build_engine(spec)
         engines[role] = loaded[key]
+    return engines
+
+
+def build_client(config: LLMConfig, run_dir: str | Path, stage: str = "default") -> LLMClient:
+    """Engines for the expert and reviewer (`build_engines`), the cache and the ledger, as the
+    config says."""
+    run_dir = Path(run_dir)
+    specs = {"expert": config.expert, "reviewer": config.reviewer}
+    engines = build_engines(config)
     cache = None
     if config.cache.enabled:
         cache = ResponseCache(config.cache.path or run_dir / "llm-cache.sqlite")
