@@ -1,21 +1,26 @@
-"""The LLM deployment: one Ray Serve replica serving the expert and reviewer roles.
+"""The LLM deployment: Ray Serve replicas serving the expert and reviewer roles.
 
 Requests from every caller (all env runners on all nodes, generation tasks, HTTP clients) reach
-the replica one by one and are grouped by `@serve.batch` into engine batches. The replica owns the
-`LLMClient` — engines, the content-addressed cache and the query ledger — so every caller shares
-one cache and one ledger. An OpenAI-compatible `POST /v1/chat/completions` route serves outside
-clients from the same replica (model = a role name or the role's model id); `stream: true` gets
-server-sent events in OpenAI's chunk format, the whole text in one content chunk (the replica
-generates whole completions in batches, so there is nothing to send token by token).
+a replica one by one and are grouped by `@serve.batch` into engine batches. Each replica runs an
+`LLMClient` over its engines whose content-addressed cache and query ledger are the run's store
+actor (`teamsrl.serving.store`, the files' only writer): one cache lookup per batch, one commit
+of the batch's ledger row and responses before the replica answers. So with any number of
+replicas on any nodes every caller shares one cache and one ledger. An OpenAI-compatible
+`POST /v1/chat/completions` route serves outside clients from the same replicas (model = a role
+name or the role's model id); `stream: true` gets server-sent events in OpenAI's chunk format,
+the whole text in one content chunk (a replica generates whole completions in batches, so there
+is nothing to send token by token).
 
     from teamsrl.serving.deployment import deploy
-    handle = deploy(config)   # ray.init() first; returns the app's DeploymentHandle
+    handle = deploy(config.llm, config.serving, run_dir)   # ray.init() first; the app's handle
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +31,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
+from teamsrl.serving.store import NAMESPACE, StorePaths, start_store, store_name
 
 api = FastAPI(title="teamsrl LLM", description="expert and reviewer roles of teamsrl")
 
@@ -54,17 +60,60 @@ def _sse(completion: dict, include_usage: bool) -> StreamingResponse:
     return StreamingResponse(iter(events), media_type="text/event-stream")
 
 
+class _CountingEngine:
+    """A role's engine as the replica's `stats` sees it: requests run, calls running now."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.model_id = engine.model_id
+        self.requests: Counter[str] = Counter()  # kind (chat, score) -> requests run
+        self.running = 0
+        self._lock = threading.Lock()
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        """The engine's `generate`, counted."""
+        return self._counted("chat", self.engine.generate, requests)
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """The engine's `score`, counted."""
+        return self._counted("score", self.engine.score, requests)
+
+    def count_tokens(self, text: str) -> int:
+        """The engine's tokenizer."""
+        return self.engine.count_tokens(text)
+
+    def _counted(self, kind: str, run, requests: list) -> list:
+        with self._lock:
+            self.running += 1
+        try:
+            out = run(requests)
+            with self._lock:
+                self.requests[kind] += len(requests)
+            return out
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
 @serve.deployment
 @serve.ingress(api)
 class LLMServer:
     """Serves `chat` and `score` per role through one cached, ledgered `LLMClient`."""
 
-    def __init__(self, llm_config: dict, run_dir: str, stage: str, max_batch_size: int,
+    def __init__(self, llm_config: dict, store: str, stage: str, max_batch_size: int,
                  batch_wait_timeout_s: float) -> None:
-        from teamsrl.llm.client import build_client
-        from teamsrl.llm.config import LLMConfig
+        import ray
 
-        self.client = build_client(LLMConfig.model_validate(llm_config), Path(run_dir), stage)
+        from teamsrl.llm.client import LLMClient, build_engines
+        from teamsrl.llm.config import LLMConfig
+        from teamsrl.serving.store import StoreClient
+
+        config = LLMConfig.model_validate(llm_config)
+        engines = {r: _CountingEngine(e) for r, e in build_engines(config).items()}
+        shared = StoreClient(ray.get_actor(store, namespace=NAMESPACE), stage)
+        self.client = LLMClient(engines, cache=shared if config.cache.enabled else None,
+                                ledger=shared, specs={"expert": config.expert,
+                                                      "reviewer": config.reviewer})
         for handler in (self._chat_batch, self._score_batch):
             handler.set_max_batch_size(max_batch_size)
             handler.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -84,22 +133,31 @@ class LLMServer:
         self.client.engine(role)
         return await self._score_batch((role, request, stage, node))
 
-    def ledger_totals(self, stage: str | None = None) -> dict[str, dict]:
-        """Per-role ledger totals (all callers), optionally of one stage."""
-        return {r: t.as_dict() for r, t in self.client.ledger.totals(stage=stage).items()}
+    async def ledger_totals(self, stage: str | None = None) -> dict[str, dict]:
+        """Per-role ledger totals (all callers of all replicas), optionally of one stage."""
+        totals = await asyncio.to_thread(self.client.ledger.totals, stage=stage)
+        return {r: t.as_dict() for r, t in totals.items()}
 
-    def record_failures(self, role: str, kind: str, n: int, stage: str | None = None,
-                        node: str = "") -> None:
+    async def record_failures(self, role: str, kind: str, n: int, stage: str | None = None,
+                              node: str = "") -> None:
         """Count `n` requests a caller dropped after timing out (`failures` in the ledger)."""
-        self.client.ledger.record(role, kind, queries=0, failures=n, stage=stage, node=node)
+        await asyncio.to_thread(self.client.ledger.record, role, kind, queries=0, failures=n,
+                                stage=stage, node=node)
 
-    def ledger_by_node(self, stage: str | None = None) -> dict[str, int]:
+    async def ledger_by_node(self, stage: str | None = None) -> dict[str, int]:
         """Queries per calling Ray node."""
-        return self.client.ledger.queries_by_node(stage)
+        return await asyncio.to_thread(self.client.ledger.queries_by_node, stage)
 
     def stats(self) -> dict[str, Any]:
-        """How full the engine batches were: {batch size: count}."""
-        return {"batch_sizes": dict(self.batch_sizes)}
+        """This replica's counters: how full its batches were ({batch size: count}), the
+        requests its engines ran per role and kind (cache misses; counted in the engine calls,
+        not from the ledger), engine calls running now, its process id and Ray node."""
+        import ray
+
+        return {"batch_sizes": dict(self.batch_sizes), "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id(),
+                "engine_requests": {r: dict(e.requests) for r, e in self.client.engines.items()},
+                "engine_running": sum(e.running for e in self.client.engines.values())}
 
     def roles(self) -> dict[str, str]:
         """Role -> model id."""
@@ -174,14 +232,17 @@ class LLMServer:
 
 
 def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"):
-    """Start Serve (HTTP on `serve_config.http_host`) and run the LLM app; returns its handle."""
+    """Start Serve (HTTP on `serve_config.http_host`), the run's cache-and-ledger store (which
+    must see this process's run folder: `SharedStorageError` otherwise) and the LLM app;
+    returns the app's handle."""
     serve.start(http_options={"host": serve_config.http_host, "port": serve_config.http_port})
+    start_store(serve_config.app_name, StorePaths.of(llm_config, run_dir))
     app = LLMServer.options(
         num_replicas=serve_config.num_replicas,
         max_ongoing_requests=serve_config.max_ongoing_requests,
         ray_actor_options={"num_cpus": serve_config.num_cpus,
                            "num_gpus": serve_config.num_gpus,
                            "resources": dict(serve_config.resources)},
-    ).bind(llm_config.model_dump(mode="json"), str(Path(run_dir).resolve()), stage,
+    ).bind(llm_config.model_dump(mode="json"), store_name(serve_config.app_name), stage,
            serve_config.max_batch_size, serve_config.batch_wait_timeout_s)
     return serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix)

@@ -1,0 +1,272 @@
+"""The run's response cache and query ledger behind one Ray actor, shared by every LLM replica.
+
+Why one store actor. With N `LLMServer` replicas on different nodes, one SQLite cache and ledger
+per replica fragments the ledger (the figure the headline rests on) and lets a repeated request
+miss the cache because it landed on another replica. Here one named, detached actor
+(`teamsrl-store-<app>`, namespace `teamsrl`) is the only process that opens the two files; every
+replica asks it once per engine batch for the cached responses (`get_many`) and, after the
+engine call, commits the batch's ledger row and its new responses in one call (`commit`) before
+the replica answers anyone. So the cache and the ledger are exact cluster-wide whatever replica
+a request lands on, a SIGKILLed replica loses no committed row (it never held any), and
+`ServeLLMClient.ledger`, the generation summary and `teamsrl compare` read the same figures.
+It costs two actor round trips per engine batch (not per request) and a few hundred microseconds
+of SQLite work, while a GPU batch takes seconds; measured ceiling: see
+`tests/integration/test_serve_replicas_exact.py`. The other design (route requests to replicas
+by cache key with a Serve `RequestRouter`, per-replica ledger shards merged on read) was not
+chosen: it ties load balancing to key hashes (a hot replica cannot shed load), re-partitions the
+cache whenever the replica count changes, and still needs a merge for every ledger read.
+
+Exactness details. `commit` writes the ledger row first (then the responses), under a batch id:
+the actor restarts (`max_restarts=-1`) and Ray retries an interrupted call
+(`max_task_retries=-1`), and `QueryLedger` ignores a batch id it already has, so a retried commit
+counts once. A replica killed after its engine call but before its commit returns nothing and
+committed nothing: its callers send the requests again (`ServeLLMClient`), and only the answers
+someone received are counted.
+
+Shared storage. The store is placed on the node of the process that deploys the app (soft
+affinity: elsewhere if that node is gone), so only that node needs the files; but a later
+command may run elsewhere, and Ray may restart the store on another node. So `deploy` writes a
+check file (`.teamsrl-store-check`, a random id written once) into the folder of each store file
+from the deploying process, and the store refuses to start, and a running store is refused, when
+it does not read the same id there: `SharedStorageError` names the folder and both hosts. Run
+folders on a cluster belong on storage every node mounts at the same path (cluster/README.md).
+
+    store = start_store("teamsrl-llm", StorePaths.of(config.llm, run_dir))   # driver (deploy)
+    client = LLMClient(engines, cache=StoreClient(store, "train"), ...)      # replica
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from teamsrl.layout import RunLayout
+from teamsrl.llm.cache import ResponseCache
+from teamsrl.llm.config import LLMConfig
+from teamsrl.llm.ledger import QueryLedger, RoleTotals
+
+NAMESPACE = "teamsrl"
+CHECK_FILE = ".teamsrl-store-check"
+
+
+def store_name(app_name: str) -> str:
+    """The store actor's name for a Serve app."""
+    return f"teamsrl-store-{app_name}"
+
+
+class SharedStorageError(RuntimeError):
+    """The store's node does not see the run folder the deploying process sees."""
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store actor cannot be reached (dead and not restartable): a batch cannot be
+    committed, so its answers are not returned."""
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    """Absolute paths of the run's cache (None: caching off) and ledger."""
+
+    cache: str | None
+    ledger: str
+
+    @classmethod
+    def of(cls, config: LLMConfig, run_dir: str | Path) -> StorePaths:
+        """The files an `LLMConfig` names (defaults under `run_dir`), resolved here, in the
+        deploying process, so the store never reads them relative to its own working dir."""
+        layout = RunLayout.of(run_dir)
+        cache = Path(config.cache.path or layout.cache) if config.cache.enabled else None
+        return cls(cache=str(cache.resolve()) if cache else None,
+                   ledger=str(Path(config.ledger_path or layout.ledger).resolve()))
+
+    def folders(self) -> list[Path]:
+        """The folders holding the store files."""
+        return sorted({Path(p).parent for p in (self.cache, self.ledger) if p})
+
+
+def write_checks(paths: StorePaths) -> dict[str, str]:
+    """Create (once) a check file in each store folder, from this process: {path: its id}."""
+    checks = {}
+    for folder in paths.folders():
+        folder.mkdir(parents=True, exist_ok=True)
+        check = folder / CHECK_FILE
+        try:
+            with open(check, "x") as f:  # first deploy into this folder: a fresh id
+                f.write(uuid.uuid4().hex)
+        except FileExistsError:
+            pass
+        checks[str(check)] = check.read_text().strip()
+    return checks
+
+
+def verify_checks(checks: dict[str, str], written_on: str) -> None:
+    """Raise `SharedStorageError` unless every check file reads here as it was written."""
+    for path, expected in checks.items():
+        try:
+            found = Path(path).read_text().strip()
+        except FileNotFoundError:
+            found = None
+        if found == expected:
+            continue
+        seen = "finds no such file" if found is None else \
+            f"reads id {found!r} there, expected {expected!r} (another folder at the same path)"
+        raise SharedStorageError(
+            f"run folder {str(Path(path).parent)!r} is not shared between nodes: the deploy "
+            f"step on {written_on} wrote {CHECK_FILE} there, but the cache-and-ledger store on "
+            f"{_where()} {seen}. Put run_dir (and llm.cache.path, llm.ledger_path) on storage "
+            "every node mounts at the same path (NFS, a shared volume); see cluster/README.md")
+
+
+class RunStore:
+    """The Ray actor body: the only writer of the run's cache and ledger (one call at a time)."""
+
+    def __init__(self, paths: StorePaths, checks: dict[str, str], written_on: str) -> None:
+        verify_checks(checks, written_on)  # also when Ray restarts the store on another node
+        self.paths = paths
+        self.cache = ResponseCache(paths.cache) if paths.cache else None
+        self.ledger = QueryLedger(paths.ledger)
+
+    def info(self) -> dict:
+        """The store's files and where it runs."""
+        return {"paths": asdict(self.paths), "where": _where()}
+
+    def verify(self, checks: dict[str, str], written_on: str) -> None:
+        """Check that this store sees another deploying process's check files."""
+        verify_checks(checks, written_on)
+
+    def get_many(self, keys: list[str]) -> dict[str, dict]:
+        """Cached responses among `keys`."""
+        return self.cache.get_many(keys) if self.cache is not None else {}
+
+    def commit(self, batch: str, items: dict[str, dict], role: str, kind: str, counts: dict
+               ) -> None:
+        """One engine batch: its ledger row (ignored if `batch` is already recorded), then its
+        new responses."""
+        self.ledger.record(role, kind, batch=batch, **counts)
+        if items and self.cache is not None:
+            self.cache.put_many(items)
+
+    def totals(self, stage: str | None = None) -> dict[str, RoleTotals]:
+        """Per-role ledger totals, optionally of one stage."""
+        return self.ledger.totals(stage=stage)
+
+    def queries_by_node(self, stage: str | None = None) -> dict[str, int]:
+        """Queries per calling Ray node."""
+        return self.ledger.queries_by_node(stage)
+
+
+def start_store(app_name: str, paths: StorePaths, timeout_s: float = 60.0):
+    """The app's store actor (created if absent, replaced if it serves other files), checked
+    to see this process's run folder; returns its handle. Call where the app is deployed."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    name = store_name(app_name)
+    here = f"{socket.gethostname()} (Ray node {ray.get_runtime_context().get_node_id()[:12]})"
+    checks = write_checks(paths)
+    store = _lookup(name)
+    if store is not None and ray.get(store.info.remote(), timeout=timeout_s)["paths"] != \
+            asdict(paths):
+        stop_store(app_name, timeout_s)  # the app was redeployed for another run folder
+        store = None
+    if store is None:
+        store = ray.remote(RunStore).options(
+            name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=True),
+        ).remote(paths, checks, here)
+    try:  # a running store raises SharedStorageError itself (as a RayTaskError subclass)
+        ray.get(store.verify.remote(checks, here), timeout=timeout_s)
+    except ray.exceptions.RayActorError as e:  # a new store refused to start: say why
+        if SharedStorageError.__name__ in str(e):
+            raise SharedStorageError(str(e)) from None
+        raise
+    return store
+
+
+def stop_store(app_name: str, timeout_s: float = 60.0) -> None:
+    """Kill the app's store actor (after `serve.delete(app)`; its files stay)."""
+    import ray
+
+    store = _lookup(store_name(app_name))
+    if store is None:
+        return
+    ray.kill(store, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while _lookup(store_name(app_name)) is not None:  # the name is freed asynchronously
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"store {store_name(app_name)!r}: still registered "
+                               f"{timeout_s:g} s after being killed")
+        time.sleep(0.1)
+
+
+def _lookup(name: str):
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def _where() -> str:
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "?"
+    return f"{socket.gethostname()} (Ray node {node[:12]})"
+
+
+class StoreClient:
+    """An `LLMClient`'s cache *and* ledger inside a replica, both served by the store actor.
+
+    `LLMClient` writes an engine batch as `cache.put_many(new responses)` then, in a `finally`,
+    `ledger.record(counts)`, on one thread. Here `put_many` only holds the responses (per
+    thread) and `record` sends them with the ledger row in one `commit`, waiting for it: the
+    store commits both or neither, and the replica answers only after that.
+    """
+
+    def __init__(self, store, stage: str) -> None:
+        self.store = store
+        self.stage = stage  # the ledger stage of calls that name none (QueryLedger's default)
+        self._held = threading.local()
+
+    # ---- the ResponseCache side
+    def get_many(self, keys: list[str]) -> dict[str, dict]:
+        """Cached responses among `keys` (one round trip to the store)."""
+        return self._wait(self.store.get_many.remote(keys))
+
+    def put_many(self, items: dict[str, dict]) -> None:
+        """Hold new responses until this thread's next `record` commits them."""
+        self._held.items = items
+
+    # ---- the QueryLedger side
+    def record(self, role: str, kind: str, *, stage: str | None = None, **counts) -> None:
+        """Commit one batch: the held responses and this ledger row, in one call."""
+        items, self._held.items = getattr(self._held, "items", None) or {}, None
+        counts["stage"] = stage or self.stage
+        self._wait(self.store.commit.remote(uuid.uuid4().hex, items, role, kind, counts))
+
+    def totals(self, *, stage: str | None = None) -> dict[str, RoleTotals]:
+        """Per-role totals of every replica's calls."""
+        return self._wait(self.store.totals.remote(stage))
+
+    def queries_by_node(self, stage: str | None = None) -> dict[str, int]:
+        """Queries per calling Ray node."""
+        return self._wait(self.store.queries_by_node.remote(stage))
+
+    def close(self) -> None:
+        """Nothing to close: the store actor owns the files."""
+
+    def _wait(self, ref):
+        import ray
+
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            raise StoreUnavailableError(f"the run's cache-and-ledger store is gone ({e}); the "
+                                        "batch was not committed") from e
