@@ -80,10 +80,13 @@ def test_replica_sigkilled_mid_run_loses_no_ledger_row_and_the_run_completes(rep
     # the run completed: every seed finished, no request dropped
     assert killed["seeds_done"] == report["seeds"] and killed["timeouts"] == 0
     assert all(t["failures"] == 0 for t in killed["ledger"].values())
-    # every request the generator made is in the ledger (as an engine query: new requests).
-    # The only excess allowed: a batch whose commit reached the store just as its replica
-    # died is counted as spent queries, then its re-sent requests as cache hits.
+    # every request the generator made (all new: another run seed) is in the ledger as an engine
+    # query: nothing the dead replica had committed is lost, nothing it had not is counted.
+    # The one excess allowed: a batch whose commit reached the store just as its replica died
+    # (then its re-sent requests are cache hits; at most the victim's chat and score batches)
+    race = 2 * report["max_batch_size"]
     for role, made in killed["rows_requests"].items():
         t = killed["ledger"][role]
         assert made > 0
-        assert 0 <= t["queries"] + t["cache_hits"] - made <= report["max_batch_size"], role
+        assert made <= t["queries"] <= made + race, role
+        assert t["cache_hits"] <= race, role

@@ -1,6 +1,7 @@
 """A Serve replica SIGKILLed while a vector step's requests are in flight.
 
-Serve starts a new replica (it reloads the model and reopens the same cache and ledger files).
+Serve starts a new replica (it reloads the model and reconnects to the run's store actor, the
+only writer of the cache and the ledger: nothing the dead replica had committed is lost).
 Measured on Ray 2.60, the requests meet one of two fates depending on when the kill lands:
 those the dead replica had not started are re-routed by Serve itself; those it was running
 raise `ActorDiedError` in the caller (the first full-suite run failed that way), which
