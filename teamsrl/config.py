@@ -21,6 +21,7 @@ from teamsrl.finetune.config import FinetuneConfig
 from teamsrl.generation.config import GenerateConfig
 from teamsrl.llm.config import LLMConfig
 from teamsrl.policy.config import PolicyConfig
+from teamsrl.seed_split import SplitConfig
 from teamsrl.serving.config import ServeConfig
 
 
@@ -47,6 +48,8 @@ class ExperimentConfig(BaseModel):
     run_dir: str = Field("runs/quickstart", description="where every artefact of the run goes")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="models, cache, ledger")
     actions: ActionSetConfig = Field(default_factory=ActionSetConfig, description="action set")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="the pipeline's seed "
+                               "split: policy-training seeds, generation seeds, reference tasks")
     env: EnvConfig = Field(default_factory=EnvConfig, description="the instruction MDP: "
                            "horizon, seed pool, embedder, reward weights")
     serving: ServeConfig = Field(default_factory=ServeConfig, description="Ray Serve app of "

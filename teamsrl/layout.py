@@ -2,9 +2,13 @@
 
     runs/quickstart/
         config.yaml  ledger.sqlite  llm-cache.sqlite  pipeline.json  <job>-metrics.jsonl
+        seed-split.json  seeds/{policy-training,generation,reference}.jsonl
         policy/checkpoints/iter_00003/  policy/export/  policy/ledger.json
         generate/<policy|random>/   rows.jsonl data.jsonl dataset/ summary.json README.md run.json
-        finetune/   eval/   report/
+        finetune/<policy|random>/   eval/<policy|random>/   eval/base-reference.json   report/
+
+`teamsrl finetune --out` and `teamsrl evaluate` standalone default to `finetune/` and `eval/`
+themselves (one model); the pipeline fine-tunes and evaluates each arm in its own sub-folder.
 
 Train-policy, generate, compare, pipeline, sweep and report take their paths from here, and the
 rule for resuming policy training (how many iterations are left) lives here too.
@@ -48,6 +52,8 @@ class RunLayout:
     ledger: Path = field(init=False)  # the query ledger (unless llm.ledger_path moves it)
     cache: Path = field(init=False)  # the response cache (unless llm.cache.path moves it)
     pipeline_state: Path = field(init=False)  # pipeline stages done, their summaries and times
+    seed_split: Path = field(init=False)  # which seed went to which slice (teamsrl.seed_split)
+    seed_slices: Path = field(init=False)  # the slices' seed files
     policy: Path = field(init=False)  # everything of policy training
     checkpoints: Path = field(init=False)  # RLlib checkpoints, one `iter_NNNNN` folder each
     export: Path = field(init=False)  # the exported policy generation loads
@@ -56,15 +62,18 @@ class RunLayout:
     generate: Path = field(init=False)  # the parent of the generation arms
     finetune: Path = field(init=False)  # model, checkpoints, split, logs of fine-tuning
     eval: Path = field(init=False)  # evaluation results (where `teamsrl report` looks)
+    base_reference: Path = field(init=False)  # the base model's reference losses (both arms')
     report: Path = field(init=False)  # the report page and its figures
     sweep_trial: Path = field(init=False)  # a finished sweep trial's row of the results
 
     def __post_init__(self) -> None:
         _place(self, config="config.yaml", ledger="ledger.sqlite", cache="llm-cache.sqlite",
-               pipeline_state="pipeline.json", policy="policy",
+               pipeline_state="pipeline.json", seed_split="seed-split.json",
+               seed_slices="seeds", policy="policy",
                checkpoints="policy/checkpoints", export="policy/export",
                policy_ledger="policy/ledger.json", serve_stats="policy/serve-stats.json",
-               generate="generate", finetune="finetune", eval="eval", report="report",
+               generate="generate", finetune="finetune", eval="eval",
+               base_reference="eval/base-reference.json", report="report",
                sweep_trial="sweep-trial.json")
 
     @classmethod
@@ -98,9 +107,21 @@ class RunLayout:
 
     def generation(self, arm: str) -> GenerationLayout:
         """The folder of a generation arm (`policy` or `random`)."""
-        if arm not in ARMS:
-            raise ValueError(f"arm {arm!r}: expected one of {ARMS}")
-        return GenerationLayout(self.generate / arm)
+        return GenerationLayout(self.generate / _arm(arm))
+
+    def finetune_arm(self, arm: str) -> Path:
+        """The pipeline's fine-tune folder of an arm's dataset."""
+        return self.finetune / _arm(arm)
+
+    def eval_arm(self, arm: str) -> Path:
+        """The pipeline's evaluation folder of an arm's fine-tuned model."""
+        return self.eval / _arm(arm)
+
+
+def _arm(arm: str) -> str:
+    if arm not in ARMS:
+        raise ValueError(f"arm {arm!r}: expected one of {ARMS}")
+    return arm
 
 
 def _place(layout, **relative: str) -> None:

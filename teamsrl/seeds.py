@@ -10,7 +10,8 @@ A seed's input (an `input` column, or Self-Instruct's `instances[0].input`) is p
 125 of the 175 default seeds say "the following email:", "the given pairs" and hold the email or
 the pairs there. `Seed.text` appends it to the instruction after a blank line, and that text is
 what the MDP evolves and generation starts from, as WizardLM's Evol-Instruct does with Alpaca's
-instruction + input.
+instruction + input. A seed's human-written answer (an `output` column, or `instances[0].output`)
+is kept in `Seed.output`: the reference tasks of `teamsrl.seed_split` are scored on it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Seed:
     id: str
     instruction: str
     input: str = ""
+    output: str = ""  # a human-written answer when the source has one (reference tasks)
 
     @property
     def text(self) -> str:
@@ -96,7 +98,8 @@ def load_seeds(path: str | Path | None = None, column: str = "instruction",
         if not isinstance(text, str) or not text.strip():
             skipped.append((loc, f"no instruction: column {column!r} missing or empty"))
             continue
-        seed = Seed(str(rec.get("id", loc)), text.strip(), _input_of(rec))
+        seed = Seed(str(rec.get("id", loc)), text.strip(), _input_of(rec), _instance_field(rec,
+                    "output"))
         if len(seed.text) > max_chars:
             skipped.append((loc, f"too long: {len(seed.text)} characters > {max_chars}"))
             continue
@@ -114,12 +117,17 @@ def load_seeds(path: str | Path | None = None, column: str = "instruction",
 
 def _input_of(rec: dict) -> str:
     """The seed's input: an `input` column, else Self-Instruct's first instance's input."""
-    inp = rec.get("input")
-    if inp is None:
+    return _instance_field(rec, "input")
+
+
+def _instance_field(rec: dict, key: str) -> str:
+    """A column (`input`, `output`), else Self-Instruct's first instance's value of it."""
+    value = rec.get(key)
+    if value is None:
         instances = rec.get("instances")
         if isinstance(instances, list) and instances and isinstance(instances[0], dict):
-            inp = instances[0].get("input")
-    return inp.strip() if isinstance(inp, str) else ""
+            value = instances[0].get(key)
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _records_from_jsonl(raw: bytes):
