@@ -11,14 +11,15 @@ a request lands on, a SIGKILLed replica loses no committed row (it never held an
 `ServeLLMClient.ledger`, the generation summary and `teamsrl compare` read the same figures.
 It costs two actor round trips per engine batch (not per request), while a GPU batch takes
 seconds. Measured on the 2-core machine at load ~12 (1, 3 and 6 Ray tasks each looping
-`get_many` + `commit` of 8-request batches, 300-token prompts, 64-token answers): 2.7 ms per batch
-for one caller, and the store served 120-220 batches/s, 1,000-1,700 requests/s, whatever the
-number of callers: the request rate of some 25-85 GPUs at the simulated vLLM engine's ceiling
-(~2,500 tokens/s, 64-128-token answers: 20-40 requests/s each), far above the paper's run. Beyond that, N store actors partitioned by cache key would scale it
-(not needed yet). The other design (route requests to replicas
-by cache key with a Serve `RequestRouter`, per-replica ledger shards merged on read) was not
-chosen: it ties load balancing to key hashes (a hot replica cannot shed load), re-partitions the
-cache whenever the replica count changes, and still needs a merge for every ledger read.
+`get_many` + `commit` of 8-request batches, 300-token prompts, 64-token answers): 2.7 ms per
+batch for one caller, and the store served 120-220 batches/s, 1,000-1,700 requests/s, whatever
+the number of callers: the request rate of some 25-85 GPUs at the simulated vLLM engine's
+ceiling (~2,500 tokens/s, 64-128-token answers: 20-40 requests/s each), far above the paper's
+run; beyond that, N store actors partitioned by cache key would scale it. The other design
+(route requests to replicas by cache key with a Serve `RequestRouter`, per-replica ledger shards
+merged on read) was not chosen: it ties load balancing to key hashes (a hot replica cannot shed
+load), re-partitions the cache whenever the replica count changes, and still needs a merge for
+every ledger read.
 
 Exactness details. `commit` writes the ledger row first (then the responses), under a batch id:
 the actor restarts (`max_restarts=-1`) and Ray retries an interrupted call
@@ -187,8 +188,10 @@ def start_store(app_name: str, paths: StorePaths, timeout_s: float = 60.0):
     try:  # a running store raises SharedStorageError itself (as a RayTaskError subclass)
         ray.get(store.verify.remote(checks, here), timeout=timeout_s)
     except ray.exceptions.RayActorError as e:  # a new store refused to start: say why
-        if SharedStorageError.__name__ in str(e):
-            raise SharedStorageError(str(e)) from None
+        marker = f"{SharedStorageError.__name__}: "
+        if marker in str(e):
+            raise SharedStorageError(str(e)[str(e).rindex(marker) + len(marker):].strip()) \
+                from None
         raise
     return store
 
