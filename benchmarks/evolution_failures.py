@@ -6,6 +6,8 @@ in batches (sorted by prompt length, which changes no text: the engine is batch-
 
     .venv/bin/python benchmarks/evolution_failures.py                # all 175 seeds
     .venv/bin/python benchmarks/evolution_failures.py --limit 24 --show 2
+    .venv/bin/python benchmarks/evolution_failures.py --max-tokens 48 \
+        --out benchmarks/results/evolution_failures-48tok.json
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from results_file import ResultsFile, add_out_argument  # noqa: E402
 
 from envs.instruction_mdp import derive_seed  # noqa: E402
 from teamsrl.actions import ActionSet, ActionSetConfig  # noqa: E402
@@ -58,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=8, help="seeds per engine call (x operations)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is ~3x faster than 2 when another process is busy)")
+    add_out_argument(p, "evolution_failures")
     args = p.parse_args(argv)
+    results = ResultsFile(args.out, vars(args))
 
     from teamsrl.llm.cache import ResponseCache
     from teamsrl.llm.client import LLMClient
@@ -97,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     rules = RewardConfig()
     rows = {op.name: {"n": 0, "failed": 0, "cut": 0, "asks": 0, "reasons": Counter(),
                       "ex": ([], [])} for op in actions.operations}
+    failures = []
     for i, (a, s, _) in enumerate(jobs):
         op, r = actions[a], responses[i]
         reason = failed_evolution(s.text, r.text, rules, template_texts=op.prompt_texts(),
                                   cut=r.finish_reason == "length")
+        failures.append(reason)
         row = rows[op.name]
         row["n"] += 1
         row["failed"] += bool(reason)
@@ -115,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({new_tokens / max(seconds, 1e-9):.0f}"
           " tok/s), the rest from the cache")
     print(f"{'operation':26} {'n':>4} {'failed':>7}  {'cut':>5}  {'asks':>5}  reasons")
-    total_n = total_f = 0
+    total_n = total_f = total_cut = 0
     for name, row in rows.items():
         total_n, total_f = total_n + row["n"], total_f + row["failed"]
+        total_cut += row["cut"]
         reasons = ", ".join(f"{k} {v}" for k, v in row["reasons"].most_common())
         print(f"{name:26} {row['n']:4d} {row['failed'] / row['n']:7.1%}  "
               f"{row['cut'] / row['n']:5.0%}  {row['asks'] / row['n']:5.0%}  {reasons}")
@@ -131,6 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         for kind, items in zip(("FAILED", "kept"), row["ex"], strict=True):
             for old, new, reason in items[: args.show]:
                 print(f"\n[{name}] {kind} {reason}\n  seed: {old[:200]!r}\n  new:  {new[:300]!r}")
+    results.write(
+        summary={"rewrites": total_n, "failed_share": total_f / total_n,
+                 "cut_share": total_cut / total_n, "seconds": round(seconds, 1),
+                 "generated": sum(not r.cached for r in responses.values()),
+                 "per_operation": {name: {"n": row["n"], "failed_share": row["failed"] / row["n"],
+                                          "cut_share": row["cut"] / row["n"],
+                                          "asks_share": row["asks"] / row["n"],
+                                          "reasons": dict(row["reasons"])}
+                                   for name, row in rows.items()}},
+        raw=[{"operation": actions[a].name, "seed": s.id,
+              "failure": failure.kind.value if failure else None,
+              "cut": responses[i].finish_reason == "length",
+              "completion_tokens": responses[i].completion_tokens}
+             for i, ((a, s, _), failure) in enumerate(zip(jobs, failures, strict=True))])
     client.close()
     return 0
 

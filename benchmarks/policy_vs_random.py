@@ -1,7 +1,8 @@
 """Mean episode return of a trained policy vs the random (Evol-Instruct) policy, with 95% CIs.
 
     .venv/bin/python benchmarks/policy_vs_random.py --run runs/quickstart [--episodes 200]
-        [--seeds HELD_OUT.jsonl] [--arms sampled,greedy,random] [--out RESULT.json]
+        [--seeds HELD_OUT.jsonl] [--arms sampled,greedy,random]
+        [--out benchmarks/results/policy_vs_random.json]
 
 Arms: `sampled` draws actions from the policy's distribution, `greedy` takes its argmax (what
 `generate.sampling: greedy` does), `random` picks uniformly (Evol-Instruct). Every arm runs the
@@ -14,11 +15,12 @@ Outside CI: 200 episodes an arm is 1,200 LLM steps at horizon 6, ~20 min an arm 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from collections import Counter
+
+from results_file import ResultsFile, add_out_argument
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -86,12 +88,14 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="held-out seed file")
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"comma-separated subset of {','.join(ARMS)} (default: all)")
-    parser.add_argument("--out", default=None, help="write the figures and returns as JSON")
+    add_out_argument(parser, "policy_vs_random")
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
     if bad or not arms:
         parser.error(f"--arms {args.arms!r}: expected names from {', '.join(ARMS)}")
+
+    results_file = ResultsFile(args.out, vars(args))
 
     from teamsrl.config import load_config
     from teamsrl.llm.client import build_client
@@ -132,10 +136,10 @@ def main() -> None:
             print(f"{arm} / random = {ratio:.2f}  (95% bootstrap CI [{lo:.2f}, {hi:.2f}])")
     elif "random" in results:
         print("random mean <= 0: ratio undefined")
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"run": args.run, "seeds": args.seeds, "episodes": args.episodes,
-                       "arms": results}, f, indent=1)
+    figures = ("mean", "ci95", "ratio_to_random", "failure_share", "seconds")
+    results_file.write(
+        summary={arm: {k: r[k] for k in figures if k in r} for arm, r in results.items()},
+        raw={arm: {k: v for k, v in r.items() if k not in figures} for arm, r in results.items()})
 
 
 if __name__ == "__main__":

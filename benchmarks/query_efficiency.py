@@ -1,7 +1,8 @@
 """Expert queries vs dataset diversity: the trained policy against the random (Evol-Instruct) arm.
 
     .venv/bin/python benchmarks/query_efficiency.py --run runs/quickstart [--seeds 32]
-        [--config experiments/quickstart.yaml] [--out /tmp/qe]
+        [--config experiments/quickstart.yaml] [--work-dir /tmp/qe]
+        [--out benchmarks/results/query_efficiency.json]
 
 Both arms generate from the same seeds with the run's config (the embedded default), each with a
 fresh response cache and its own ledger, so every request is paid for. Printed side by side:
@@ -20,6 +21,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from results_file import ResultsFile, add_out_argument
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -58,16 +61,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=32, help="seeds per arm")
     parser.add_argument("--seed-file", default=None, help="seed instructions (default: the "
                         "config's)")
-    parser.add_argument("--out", default=None, help="output folder (default: a temp dir)")
+    parser.add_argument("--work-dir", default=None,
+                        help="the arms' run folders (default: a temp dir)")
     parser.add_argument("--existing", nargs=2, metavar=("POLICY_DIR", "RANDOM_DIR"),
                         help="compare two finished generation folders instead of generating "
                         "(request counts and diversity do not depend on the cache; the ledger's "
                         "engine-query counts do)")
+    add_out_argument(parser, "query_efficiency")
     args = parser.parse_args()
 
     from teamsrl.config import load_config
 
-    out = Path(args.out or tempfile.mkdtemp(prefix="query-efficiency-"))
+    out = Path(args.work_dir or tempfile.mkdtemp(prefix="query-efficiency-"))
+    results_file = ResultsFile(args.out or out / "query-efficiency.json", vars(args))
     results = {}
     if args.existing:
         results = {"policy": _load(Path(args.existing[0])),
@@ -114,8 +120,8 @@ def main() -> None:
           + "; fewer failures" + (" yes" if p["failure_rate"] < r["failure_rate"] else " no")
           + "; more diverse rows" + (" yes" if p["diversity"]["mean_pairwise_distance"] > target
                                      else " no"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "query-efficiency.json").write_text(json.dumps(results, indent=2))
+    results_file.write(summary={label: {"policy": a, "random": b} for label, a, b in rows},
+                       raw=results)
 
 
 if __name__ == "__main__":
