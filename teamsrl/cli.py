@@ -128,8 +128,10 @@ def _add_evaluate(sub: _Subparsers) -> None:
                                    "benchmarks; with a hub: arc_challenge 25-shot, hellaswag "
                                    "10-shot, acc_norm) and, for a `teamsrl finetune` folder, a "
                                    "loss-based membership attack (train rows vs held-out rows; "
-                                   "AUC 0.5 = members cannot be told apart). Writes "
-                                   "OUT/results.json, OUT/mia.json, OUT/mia-roc.png and logs "
+                                   "AUC 0.5 = members cannot be told apart) and, with "
+                                   "--reference, the loss of human-written reference answers "
+                                   "under the model and its base. Writes OUT/results.json, "
+                                   "OUT/mia.json, OUT/mia-roc.png, OUT/reference.json and logs "
                                    "to W&B (offline by default).")
     _common(p)
     p.add_argument("--model", default=None, metavar="DIR",
@@ -142,6 +144,10 @@ def _add_evaluate(sub: _Subparsers) -> None:
                    help="only the first N examples of each task (sets evaluate.limit)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: <run_dir>/eval, where `teamsrl report` looks)")
+    p.add_argument("--reference", default=None, metavar="FILE",
+                   help="reference tasks with human-written answers (seed format: an output "
+                        "column or Self-Instruct instances), none of them a seed of the run, "
+                        "e.g. <run_dir>/seeds/reference.jsonl from the pipeline's seed split")
     p.set_defaults(handler=_evaluate)
 
 
@@ -158,7 +164,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         overrides.append(f"evaluate.limit={args.limit}")
     config = load_config(args.config, overrides)
     model = args.model or str(RunLayout.of(config.run_dir).finetune)
-    print(format_summary(run_evaluate(config, model, args.out)))
+    print(format_summary(run_evaluate(config, model, args.out, reference=args.reference)))
     return 0
 
 
@@ -279,10 +285,13 @@ def _compare(args: argparse.Namespace) -> int:
 def _add_pipeline(sub: _Subparsers) -> None:
     p = sub.add_parser("pipeline", help="run every stage in order (resumable)",
                        description="Run the pipeline's stages in order under one run dir: "
-                                   "train-policy, then the random-policy baseline rollout "
-                                   "(generation, fine-tuning, evaluation and the report join as "
-                                   "they land). Finished stages are skipped on a rerun; an "
-                                   "interrupted policy training resumes from its checkpoint.")
+                                   "split-seeds (policy-training seeds, generation seeds, "
+                                   "reference tasks: disjoint, recorded), train-policy, "
+                                   "generate (policy, random), finetune and evaluate both arms "
+                                   "(same base, same steps; scores, membership attack, "
+                                   "reference loss), report (both arms side by side). Finished "
+                                   "stages are skipped on a rerun; an interrupted stage "
+                                   "resumes from its checkpoint or rows.")
     _common(p)
     _address(p)
     p.set_defaults(handler=_pipeline)

@@ -1,4 +1,5 @@
-"""`EvaluateConfig`: the `evaluate` section of an experiment config (`teamsrl evaluate`).
+"""`EvaluateConfig`: the `evaluate` section of an experiment config (`teamsrl evaluate`): lm-eval
+tasks, the membership attack, and the reference-answer loss.
 
 The defaults are the offline CPU recipe: teamsrl's own smoke tasks (hand-written, shipped in
 `teamsrl/evaluate/tasks/`, not the benchmarks). GPU experiments with a hub name lm-eval's
@@ -31,6 +32,22 @@ class MIAConfig(BaseModel):
     bootstrap: int = Field(1000, ge=100, description="bootstrap resamples of the AUC's interval")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the "
                               "bootstrap interval")
+    min_per_side: int = Field(30, ge=2, description="members and non-members each needed for "
+                              "the AUC to be informative; with fewer the attack still runs, and "
+                              "its results and the report say the figure is not informative")
+
+
+class ReferenceConfig(BaseModel):
+    """The loss of human-written reference answers (`teamsrl evaluate --reference FILE`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    max_tasks: int | None = Field(None, ge=2, description="score only the first N reference "
+                                  "tasks of the file (smoke runs); null: all")
+    batch_size: int = Field(8, ge=1, description="tasks per scoring forward pass")
+    bootstrap: int = Field(1000, ge=100, description="bootstrap resamples (over tasks) of the "
+                           "intervals")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the "
+                              "bootstrap intervals")
 
 
 class EvaluateConfig(BaseModel):
@@ -56,6 +73,8 @@ class EvaluateConfig(BaseModel):
     include_path: list[str] = Field(default_factory=list, description="extra folders of lm-eval "
                                     "task YAML files (the smoke tasks are always included)")
     mia: MIAConfig = Field(default_factory=MIAConfig, description="membership-inference attack")
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig, description="loss of "
+                                       "human-written reference answers, base vs fine-tuned")
 
     @field_validator("num_fewshot")
     @classmethod

@@ -5,6 +5,9 @@ the format it was trained in; lower loss = more likely a member), optionally cal
 reference model's loss on the same row (score = reference loss - fine-tuned loss), and reports
 the ROC AUC over members vs non-members with a stratified bootstrap interval. AUC 0.5 means the
 attacker cannot tell them apart (the paper reports 0.47 for TeaMs-RL vs 0.72 for WizardLM).
+With fewer than `evaluate.mia.min_per_side` rows on a side the attack still runs, but its record
+says plainly that the figure is not informative: a handful of non-members make any AUC, and a
+bootstrap over them, look certain (6 non-members gave AUC 1.000 [1.000, 1.000]).
 
 Losses come from `TransformersEngine.score` (one forward pass per batch, no sampling).
 """
@@ -36,6 +39,9 @@ class MIAResult:
     model: str = ""
     reference_model: str | None = None
     skipped_rows: int = 0
+    informative: bool = True  # False: fewer than evaluate.mia.min_per_side rows on a side
+    note: str = ""  # why the figure is not informative, in words
+    interval_method: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The record written to `mia.json`."""
@@ -86,6 +92,24 @@ def auc_with_interval(member_scores, nonmember_scores, n_boot: int = 1000,
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(boots, [alpha, 1.0 - alpha])
     return auc, float(low), float(high)
+
+
+def uninformative_note(n_members: int, n_nonmembers: int, min_per_side: int) -> str:
+    """Why an attack on so few rows is not informative, or "" when it has enough."""
+    if min(n_members, n_nonmembers) >= min_per_side:
+        return ""
+    return (f"not informative: {n_members} members and {n_nonmembers} non-members, fewer than "
+            f"evaluate.mia.min_per_side = {min_per_side} on a side; so few rows make any AUC "
+            "and its bootstrap interval look certain (raise finetune.heldout_fraction or "
+            "generate more rows)")
+
+
+def interval_method(cfg) -> str:
+    """The AUC interval's method, in words (recorded with every attack)."""
+    return (f"stratified percentile bootstrap: members and non-members resampled separately "
+            f"with replacement, each keeping its size, {cfg.bootstrap} resamples, "
+            f"{cfg.confidence:.0%} interval of the resampled AUCs; rows, not models or seeds, "
+            "are resampled")
 
 
 def roc_points(member_scores, nonmember_scores) -> dict[str, list[float]]:
@@ -139,7 +163,9 @@ def run_attack(model: str | Path, members: list[dict[str, Any]],
         uncalibrated = {"auc": auc, "ci_low": low, "ci_high": high}
         auc, low, high = auc_with_interval(*scores, cfg.bootstrap, cfg.confidence, seed)
         attack = "loss_calibrated"
+    note = uninformative_note(len(members), len(nonmembers), cfg.min_per_side)
     return MIAResult(
+        informative=not note, note=note, interval_method=interval_method(cfg),
         auc=auc, ci_low=low, ci_high=high, confidence=cfg.confidence,
         n_members=len(members), n_nonmembers=len(nonmembers), attack=attack,
         member_loss_mean=sum(loss_m) / len(loss_m),

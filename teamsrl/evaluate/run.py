@@ -1,12 +1,15 @@
-"""`teamsrl evaluate`: lm-eval scores and the membership attack of one fine-tuned model.
+"""`teamsrl evaluate`: lm-eval scores, the membership attack and the reference loss of one
+fine-tuned model.
 
     teamsrl evaluate --model runs/quickstart/finetune              # a `teamsrl finetune` --out
     teamsrl evaluate --model path/to/hf-folder --tasks teamsrl_arc_smoke --limit 8
+    teamsrl evaluate --model DIR --reference runs/quickstart/seeds/reference.jsonl
 
-Writes `<out>/results.json` (one score per task), and for a fine-tune folder (one with
-`split/train.jsonl` and `split/heldout.jsonl`) `<out>/mia.json` and `<out>/mia-roc.png`; the
-same numbers go to W&B (offline by default, files under `<out>/wandb`) and
-`<out>/evaluate-metrics.jsonl`. Default `<out>`: `<run_dir>/eval`, where `teamsrl report` looks.
+Writes `<out>/results.json` (one score per task), for a fine-tune folder (one with
+`split/train.jsonl` and `split/heldout.jsonl`) `<out>/mia.json` and `<out>/mia-roc.png`, and with
+`--reference FILE` `<out>/reference.json` (`teamsrl.evaluate.reference`); the same numbers go to
+W&B (offline by default, files under `<out>/wandb`) and `<out>/evaluate-metrics.jsonl`. Default
+`<out>`: `<run_dir>/eval`, where `teamsrl report` looks.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from teamsrl.layout import RunLayout
+from teamsrl.layout import ARMS, RunLayout
 
 
 @dataclass
@@ -46,6 +49,10 @@ def resolve_target(model: str) -> EvalTarget:
     if (path / "split").is_dir():
         raise ValueError(f"--model {model!r}: a fine-tune folder without model/config.json "
                          "(unfinished run?); expected `teamsrl finetune` to have finished")
+    arms = [str(path / a) for a in ARMS if (path / a / "model" / "config.json").is_file()]
+    if arms:  # the pipeline's finetune/ holds one fine-tune per arm
+        raise ValueError(f"--model {model!r}: the pipeline's per-arm fine-tunes; expected one "
+                         f"of them: {', '.join(arms)}")
     raise ValueError(f"--model {model!r}: no config.json in it or in {str(path / 'model')!r}; "
                      "expected a Hugging Face causal-LM folder")
 
@@ -54,6 +61,11 @@ def reference_model(config, target: EvalTarget) -> str:
     """The calibration model: evaluate.mia.base_model, the fine-tune's base, the config's."""
     if config.evaluate.mia.base_model:
         return config.evaluate.mia.base_model
+    return base_model_of(config, target)
+
+
+def base_model_of(config, target: EvalTarget) -> str:
+    """The model a fine-tune started from: its spec.json's, else finetune.base_model."""
     spec = target.finetune_dir / "spec.json" if target.finetune_dir else None
     if spec is not None and spec.is_file():
         recorded = json.loads(spec.read_text(encoding="utf-8")).get("model_path")
@@ -62,14 +74,19 @@ def reference_model(config, target: EvalTarget) -> str:
     return config.finetune.base_model
 
 
-def run_evaluate(config, model: str, out: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate `model` with `config.evaluate`; writes results.json (+ mia.json); the summary."""
+def run_evaluate(config, model: str, out: str | Path | None = None,
+                 reference: str | Path | None = None, base_cache: Path | None = None
+                 ) -> dict[str, Any]:
+    """Evaluate `model` with `config.evaluate`; writes results.json (+ mia.json, and with
+    `reference` reference.json); the summary. `base_cache`: where the base model's reference
+    losses are kept for the next model of the same base."""
     from teamsrl.evaluate.harness import run_harness
     from teamsrl.evaluate.mia import plot_roc, read_rows, run_attack, usable_rows
 
     cfg = config.evaluate
     target = resolve_target(model)
     out = Path(out or RunLayout.of(config.run_dir).eval).expanduser().resolve()
+    tasks = _reference_tasks(config, reference, target)  # refused overlaps fail before lm-eval
     t0 = time.perf_counter()
     scores = run_harness(target.model_dir, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +95,17 @@ def run_evaluate(config, model: str, out: str | Path | None = None) -> dict[str,
                "note": "tasks named teamsrl_*_smoke are offline smoke sets, not the benchmarks"}
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     summary: dict[str, Any] = {"out": str(out), "results": results, "mia": None,
-                               "mia_skipped": None}
+                               "mia_skipped": None, "reference": None}
+    (out / "reference.json").unlink(missing_ok=True)  # none left over from an earlier run
+    if tasks is not None:
+        from teamsrl.evaluate.reference import reference_loss
+
+        result = reference_loss(target.model_dir, base_model_of(config, target), tasks[0],
+                                cfg.reference, seed=config.seed, device=cfg.device,
+                                base_cache=base_cache, source=str(reference), skipped=tasks[1])
+        (out / "reference.json").write_text(json.dumps(result.to_json(), indent=1),
+                                            encoding="utf-8")
+        summary["reference"] = result.to_json()
 
     split = target.finetune_dir / "split" if target.finetune_dir else None
     if not cfg.mia.enabled:
@@ -110,6 +137,17 @@ def run_evaluate(config, model: str, out: str | Path | None = None) -> dict[str,
     return summary
 
 
+def _reference_tasks(config, reference, target: EvalTarget):
+    """(tasks, ids without an answer) of `--reference`, checked against the run's seeds."""
+    if reference is None:
+        return None
+    from teamsrl.evaluate.reference import check_reference, load_reference
+
+    tasks, skipped = load_reference(reference, config)
+    check_reference(tasks, config, target.finetune_dir)
+    return tasks, skipped
+
+
 def _track(config, out: Path, summary: dict[str, Any]) -> None:
     """The scores (and the ROC image) in W&B and `<out>/evaluate-metrics.jsonl`."""
     from teamsrl.tracking import Tracker
@@ -121,7 +159,14 @@ def _track(config, out: Path, summary: dict[str, Any]) -> None:
     if mia:
         metrics.update({"mia/auc": mia["auc"], "mia/ci_low": mia["ci_low"],
                         "mia/ci_high": mia["ci_high"], "mia/n_members": mia["n_members"],
-                        "mia/n_nonmembers": mia["n_nonmembers"]})
+                        "mia/n_nonmembers": mia["n_nonmembers"],
+                        "mia/informative": int(mia["informative"])})
+    ref = summary["reference"]
+    if ref:
+        for name in ("loss", "base_loss", "difference"):
+            metrics.update({f"reference/{name}": ref[name]["mean"],
+                            f"reference/{name}_ci_low": ref[name]["low"],
+                            f"reference/{name}_ci_high": ref[name]["high"]})
     tracker.log(metrics, step=0)
     if tracker.run is not None and mia:
         import wandb
@@ -142,9 +187,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     if mia:
         lines.append(f"membership attack ({mia['attack']}): AUC {mia['auc']:.3f} "
                      f"[{mia['ci_low']:.3f}, {mia['ci_high']:.3f}], {mia['n_members']} members "
-                     f"vs {mia['n_nonmembers']} non-members (0.5 = cannot tell them apart)")
+                     f"vs {mia['n_nonmembers']} non-members (0.5 = cannot tell them apart)"
+                     + ("" if mia["informative"] else f"; {mia['note']}"))
     else:
         lines.append(f"membership attack skipped: {summary['mia_skipped']}")
+    ref = summary["reference"]
+    if ref:
+        from teamsrl.evaluate.reference import ReferenceResult, format_interval
+
+        r = ReferenceResult.from_json(ref)
+        lines.append(f"reference loss ({r.n_tasks} human-written answers, nats/token): "
+                     f"fine-tuned {format_interval(r.loss)}, base {format_interval(r.base_loss)}"
+                     f", fine-tuned minus base {format_interval(r.difference, sign=True)} "
+                     f"({r.confidence:.0%} bootstrap over tasks)")
     lines.append(f"written: {summary['out']}/results.json" +
-                 (", mia.json, mia-roc.png" if mia else ""))
+                 (", mia.json, mia-roc.png" if mia else "") + (", reference.json" if ref else ""))
     return "\n".join(lines)
+

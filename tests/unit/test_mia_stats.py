@@ -113,3 +113,18 @@ def test_roc_png_is_drawn(tmp_path):
     path = plot_roc(result, tmp_path / "roc.png")
     pixels = matplotlib.image.imread(path)
     assert pixels.shape[0] > 400 and pixels.shape[1] > 400 and pixels.std() > 0.05
+
+
+def test_too_few_rows_on_a_side_are_called_not_informative():
+    from teamsrl.evaluate.config import MIAConfig
+    from teamsrl.evaluate.mia import interval_method, uninformative_note
+
+    assert MIAConfig().min_per_side == 30
+    assert uninformative_note(30, 30, 30) == "" and uninformative_note(300, 40, 30) == ""
+    note = uninformative_note(51, 6, 30)  # the quickstart's attack: AUC 1.000 [1.000, 1.000]
+    assert note.startswith("not informative: 51 members and 6 non-members, fewer than "
+                           "evaluate.mia.min_per_side = 30")
+    assert uninformative_note(6, 51, 30).startswith("not informative")
+    method = interval_method(MIAConfig(bootstrap=500, confidence=0.9))
+    assert "members and non-members resampled separately" in method
+    assert "500 resamples, 90% interval" in method
