@@ -96,38 +96,101 @@ def diversity_vs_queries(arms: dict[str, list[dict[str, Any]]], path: Path) -> P
     return _save(fig, path)
 
 
-def sft_loss(steps: list[int], losses: list[float], path: Path) -> Path:
-    """Fine-tuning loss per optimizer step."""
+def _label(arm: str) -> str:
+    return ARM_LABELS.get(arm, arm)
+
+
+def sft_loss(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> Path:
+    """Fine-tuning loss per optimizer step, one curve per arm."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(steps, losses, marker="o", ms=3, label="training loss (response tokens)")
+    for i, (arm, (steps, losses)) in enumerate(curves.items()):
+        ax.plot(steps, losses, marker="o", ms=3, color=f"C{i}",
+                label=f"{_label(arm)}: training loss (response tokens)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats per token)")
     ax.set_title("Supervised fine-tuning loss")
-    ax.legend(loc="best")
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
     return _save(fig, path)
 
 
-def eval_scores(tasks: dict[str, dict[str, Any]], path: Path) -> Path:
-    """One bar per task (its headline metric, 0-1) with the standard error as an error bar."""
+def eval_scores(arms: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
+    """Per task, one bar per arm (its headline metric, 0-1) with the standard error."""
     plt = _plt()
-    names = list(tasks)
-    scores = [tasks[n]["score"] for n in names]
-    errors = [tasks[n].get("stderr") or 0.0 for n in names]
-    labels = [f"{n}\n({tasks[n]['metric']}, {tasks[n].get('num_fewshot', 0)}-shot"
-              f"{', smoke set' if tasks[n].get('smoke_set') else ''})" for n in names]
-    fig, ax = plt.subplots(figsize=(max(5, 2.6 * len(names)), 4.2), dpi=100)
-    bars = ax.bar(range(len(names)), scores, yerr=errors, capsize=6, color="C0",
-                  label="score ± standard error")
-    for bar, s in zip(bars, scores, strict=True):
-        ax.text(bar.get_x() + bar.get_width() * 0.75, s + 0.01, f"{s:.2f}", ha="center",
-                va="bottom", fontsize=9)
+    names = sorted({n for tasks in arms.values() for n in tasks})
+    first = {n: next(t[n] for t in arms.values() if n in t) for n in names}
+    labels = [f"{n}\n({first[n]['metric']}, {first[n].get('num_fewshot', 0)}-shot"
+              f"{', smoke set' if first[n].get('smoke_set') else ''})" for n in names]
+    width = 0.8 / len(arms)
+    fig, ax = plt.subplots(figsize=(max(5, 2.6 * len(names) + len(arms)), 4.2), dpi=100)
+    for i, (arm, tasks) in enumerate(arms.items()):
+        xs = [k + (i - (len(arms) - 1) / 2) * width for k in range(len(names))]
+        scores = [tasks[n]["score"] if n in tasks else 0.0 for n in names]
+        errors = [(tasks[n].get("stderr") or 0.0) if n in tasks else 0.0 for n in names]
+        bars = ax.bar(xs, scores, width=width * 0.95, yerr=errors, capsize=5, color=f"C{i}",
+                      label=f"{_label(arm)}: score ± standard error")
+        for bar, s in zip(bars, scores, strict=True):
+            ax.text(bar.get_x() + bar.get_width() * 0.78, s + 0.01, f"{s:.2f}", ha="center",
+                    va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), labels, fontsize=8)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.2)
     ax.set_ylabel("accuracy (fraction correct)")
-    ax.set_title("lm-eval scores of the fine-tuned model")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("lm-eval scores of the fine-tuned models")
+    ax.legend(loc="upper right", fontsize=7)
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def reference_losses(arms: dict[str, Any], path: Path) -> Path:
+    """Left: reference loss of the base and of each arm's fine-tune; right: fine-tuned minus
+    base per arm; every bar with its bootstrap interval over tasks (`ReferenceResult`s)."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+
+    def bar(ax, x, iv, color, label):
+        ax.bar([x], [iv.mean], yerr=[[iv.mean - iv.low], [iv.high - iv.mean]], capsize=6,
+               color=color, label=label)
+        ax.text(x + 0.2, iv.mean / 2, f"{iv.mean:+.3f}" if ax is b else f"{iv.mean:.3f}",
+                ha="left", va="center", fontsize=8, color="white")
+
+    base = next(iter(arms.values()))
+    bar(a, 0, base.base_loss, "grey", "base model")
+    for i, (arm, r) in enumerate(arms.items()):
+        bar(a, i + 1, r.loss, f"C{i}", f"{_label(arm)}: fine-tuned")
+        bar(b, i, r.difference, f"C{i}", _label(arm))
+    a.set_xticks(range(len(arms) + 1), ["base", *arms], fontsize=8)
+    a.set_ylim(0, max(base.base_loss.high, *(r.loss.high for r in arms.values())) * 1.35)
+    a.set_ylabel("loss (nats per answer token)")
+    a.set_title(f"Reference loss over {base.n_tasks} human-written answers")
+    b.axhline(0, color="grey", lw=0.8)
+    b.margins(y=0.15)
+    b.set_xticks(range(len(arms)), list(arms), fontsize=8)
+    b.set_ylabel("fine-tuned minus base (nats per token)")
+    b.set_title("Change from fine-tuning (< 0: better)")
+    a.legend(loc="upper right", fontsize=7)
+    b.legend(loc="lower right", fontsize=7)
+    for ax in (a, b):
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def roc_curves(arms: dict[str, Any], path: Path) -> Path:
+    """The membership attack's ROC per arm (`MIAResult`s) beside the chance diagonal."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    for i, (arm, m) in enumerate(arms.items()):
+        caveat = "" if m.informative else ", NOT informative"
+        ax.plot(m.roc["fpr"], m.roc["tpr"], lw=2, color=f"C{i}",
+                label=f"{_label(arm)}: AUC {m.auc:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}], "
+                      f"{m.n_members} vs {m.n_nonmembers}{caveat}")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", label="chance (AUC 0.5, ideal privacy)")
+    ax.set_xlim(-0.01, 1.0)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate (share of non-members flagged)")
+    ax.set_ylabel("true positive rate (share of members flagged)")
+    ax.set_title("Membership-inference attack (members vs non-members)", fontsize=10)
+    ax.legend(loc="lower right", fontsize=6)
+    ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -4,7 +4,10 @@
 
 Reads what the stages wrote (a missing or unreadable input skips its figure with a note):
 `train-policy-metrics.jsonl` (PPO), `generate/{policy,random}/summary.json` (datasets),
-`finetune/metrics.jsonl` (SFT loss), `eval/results.json` and `eval/mia.json` (scores, attack).
+`finetune/<arm>/metrics.jsonl` (SFT loss), `eval/<arm>/{results,mia,reference}.json` (scores,
+attack, reference loss) — one column per arm, the paper's table: the model fine-tuned on the
+policy's data beside the one fine-tuned on the Evol-Instruct baseline's. A run evaluated with
+the standalone defaults (`finetune/`, `eval/` themselves) shows as one column, "fine-tuned".
 The figures also go to W&B (offline by default) as the run's `report` job.
 """
 
@@ -17,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from teamsrl.evaluate import figures
+from teamsrl.evaluate.reference import format_interval
 from teamsrl.layout import ARMS, RunLayout
+
+STANDALONE = "fine-tuned"  # the column of a run evaluated with the standalone defaults
 
 
 @dataclass
@@ -145,78 +151,214 @@ def generation_section(run_dir: Path, out: Path) -> Section:
     return sec
 
 
+def arm_folders(root: Path, marker: str) -> dict[str, Path]:
+    """{arm: root/arm} when the pipeline's per-arm folders exist (every arm, found or not),
+    else {"fine-tuned": root} when `root/marker` is there (standalone defaults), else {}."""
+    if any((root / arm).is_dir() for arm in ARMS):
+        return {arm: root / arm for arm in ARMS}
+    return {STANDALONE: root} if (root / marker).is_file() else {}
+
+
+def _rel(run_dir: Path, path: Path) -> str:
+    return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
+
+
 def sft_section(run_dir: Path, out: Path) -> Section:
-    """Fine-tuning loss per optimizer step."""
+    """Fine-tuning loss per optimizer step, one curve per arm."""
     sec = Section("Supervised fine-tuning")
-    path = RunLayout.of(run_dir).finetune / "metrics.jsonl"
-    if not path.is_file():
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    folders = arm_folders(RunLayout.of(run_dir).finetune, "metrics.jsonl")
+    if not folders:
         sec.lines.append("_Skipped: finetune/metrics.jsonl not found (no `teamsrl finetune` "
-                         "run in RUN_DIR/finetune)._")
+                         "run in RUN_DIR/finetune or RUN_DIR/finetune/<arm>)._")
         return sec
-    rows, _ = read_jsonl(path)
-    rows = [r for r in rows if _number(r.get("loss")) and _number(r.get("step"))]
-    if not rows:
-        sec.lines.append("_Skipped: no row with `step` and `loss` in finetune/metrics.jsonl._")
-        return sec
-    sec.figure = figures.sft_loss([int(r["step"]) for r in rows], [r["loss"] for r in rows],
-                                  out / "sft-loss.png")
-    sec.caption = "Mean cross-entropy on the response tokens, per optimizer step (all ranks)."
-    sec.lines.append(f"{len(rows)} logged steps; loss {rows[0]['loss']:.3f} at step "
-                     f"{rows[0]['step']} -> {rows[-1]['loss']:.3f} at step {rows[-1]['step']}.")
+    for label, folder in folders.items():
+        path = folder / "metrics.jsonl"
+        name = _rel(run_dir, path)
+        if not path.is_file():
+            sec.lines.append(f"- `{label}`: {name} not found.")
+            continue
+        rows, _ = read_jsonl(path)
+        rows = [r for r in rows if _number(r.get("loss")) and _number(r.get("step"))]
+        if not rows:
+            sec.lines.append(f"- `{label}`: no row with `step` and `loss` in {name}.")
+            continue
+        curves[label] = ([int(r["step"]) for r in rows], [r["loss"] for r in rows])
+        sec.lines.append(f"- `{label}`: {len(rows)} logged steps; loss {rows[0]['loss']:.3f} at "
+                         f"step {rows[0]['step']} -> {rows[-1]['loss']:.3f} at step "
+                         f"{rows[-1]['step']}.")
+    if curves:
+        sec.figure = figures.sft_loss(curves, out / "sft-loss.png")
+        sec.caption = ("Mean cross-entropy on the response tokens, per optimizer step (all "
+                       "ranks), for each arm's dataset from the same base model.")
+    else:
+        sec.lines.insert(0, "_Skipped: no fine-tuning loss to draw._")
     return sec
 
 
-def eval_sections(run_dir: Path, out: Path) -> list[Section]:
-    """lm-eval scores (bar chart + table) and the membership attack's ROC."""
-    from teamsrl.evaluate.mia import MIAResult, plot_roc
+@dataclass
+class ArmEval:
+    """What `teamsrl evaluate` wrote for one arm's fine-tuned model (or why it is missing)."""
 
-    scores, mia = Section("Evaluation (lm-eval)"), Section("Membership-inference attack")
-    path = RunLayout.of(run_dir).eval / "results.json"
-    tasks: dict[str, Any] = {}
-    skipped = None  # why `teamsrl evaluate` did not attack, when it says so
+    tasks: dict[str, Any] = field(default_factory=dict)
+    mia: Any = None  # MIAResult
+    reference: Any = None  # ReferenceResult
+    steps: Any = None  # the fine-tune's optimizer steps, when its summary.json says
+    notes: list[str] = field(default_factory=list)
+
+
+def read_arm_eval(run_dir: Path, label: str, folder: Path) -> ArmEval:
+    """An arm's scores, attack and reference loss; each missing or broken file becomes a note."""
+    from teamsrl.evaluate.mia import MIAResult
+    from teamsrl.evaluate.reference import ReferenceResult
+
+    arm = ArmEval()
+    results = folder / "results.json"
+    if results.is_file():
+        try:
+            record = read_json(results)
+            arm.tasks = {k: v for k, v in (record.get("tasks") or {}).items()
+                         if isinstance(v, dict) and _number(v.get("score"))}
+            if record.get("mia_skipped"):
+                arm.notes.append(f"membership attack skipped: {record['mia_skipped']}")
+        except ValueError as e:
+            arm.notes.append(f"{_rel(run_dir, results)} unreadable ({e})")
+    else:
+        arm.notes.append(f"{_rel(run_dir, results)} not found")
+    path = folder / "mia.json"
     if path.is_file():
         try:
-            record = read_json(path)
-            skipped = record.get("mia_skipped")
-            tasks = {k: v for k, v in (record.get("tasks") or {}).items()
-                     if isinstance(v, dict) and _number(v.get("score"))}
-        except ValueError as e:
-            scores.lines.append(f"_Skipped: eval/results.json unreadable ({e})._")
-    if tasks:
-        scores.figure = figures.eval_scores(tasks, out / "eval-scores.png")
-        scores.caption = "Headline metric per task; error bars are lm-eval's standard errors."
-        scores.lines += ["| task | metric | score | ± stderr | examples | shots |",
-                         "| --- | --- | ---: | ---: | ---: | ---: |"]
-        scores.lines += [f"| {t} | {r.get('metric')} | {r['score']:.3f} | "
-                         f"{_fmt(r.get('stderr'))} | {_fmt(r.get('n_samples'))} | "
-                         f"{_fmt(r.get('num_fewshot'))} |" for t, r in tasks.items()]
-        if any(r.get("smoke_set") for r in tasks.values()):
-            scores.lines.append("\nTasks named `teamsrl_*_smoke` are teamsrl's offline smoke "
-                                "sets (24 hand-written items each), **not** ARC or HellaSwag.")
-    elif not scores.lines:
-        scores.lines.append("_Skipped: eval/results.json not found or holds no task score "
-                            "(run `teamsrl evaluate`)._")
-    path = RunLayout.of(run_dir).eval / "mia.json"
-    if not path.is_file():
-        mia.lines.append(f"_Skipped: {skipped}._" if skipped else "_Skipped: eval/mia.json not "
-                         "found (`teamsrl evaluate` on a fine-tune folder writes it)._")
-        return [scores, mia]
-    try:
-        result = MIAResult(**read_json(path))
-        if not result.roc.get("fpr"):
-            raise ValueError("no ROC points")
-    except (TypeError, ValueError) as e:
-        mia.lines.append(f"_Skipped: eval/mia.json unreadable ({e})._")
-        return [scores, mia]
-    mia.figure = plot_roc(result, out / "mia-roc.png")
-    mia.caption = ("ROC of the loss-based attack that guesses whether a row was in the "
-                   "fine-tuning data. The diagonal (AUC 0.5) is an attacker who cannot tell.")
-    mia.lines.append(f"AUC {result.auc:.3f}, {result.confidence:.0%} bootstrap interval "
-                     f"[{result.ci_low:.3f}, {result.ci_high:.3f}]; {result.n_members} members "
-                     f"(training rows) vs {result.n_nonmembers} non-members (held-out rows); "
-                     f"attack: {result.attack}. The paper reports 0.47 (TeaMs-RL) vs 0.72 "
-                     "(WizardLM).")
-    return [scores, mia]
+            arm.mia = MIAResult(**read_json(path))
+            if not arm.mia.roc.get("fpr"):
+                raise ValueError("no ROC points")
+        except (TypeError, ValueError) as e:
+            arm.mia = None
+            arm.notes.append(f"{_rel(run_dir, path)} unreadable ({e})")
+    path = folder / "reference.json"
+    if path.is_file():
+        try:
+            arm.reference = ReferenceResult.from_json(read_json(path))
+        except (TypeError, ValueError, KeyError) as e:
+            arm.notes.append(f"{_rel(run_dir, path)} unreadable ({type(e).__name__}: {e})")
+    ft = RunLayout.of(run_dir).finetune
+    summary = (ft / label if label in ARMS else ft) / "summary.json"
+    if summary.is_file():
+        try:
+            arm.steps = read_json(summary).get("steps")
+        except ValueError:
+            pass
+    return arm
+
+
+def eval_sections(run_dir: Path, out: Path) -> list[Section]:
+    """Both arms' fine-tuned models side by side: lm-eval scores, reference loss, attack."""
+    table = Section("Fine-tuned models side by side (lm-eval scores, reference loss, attack)")
+    ref = Section("Reference loss: human-written answers, fine-tuned vs base")
+    mia = Section("Membership-inference attack")
+    folders = arm_folders(RunLayout.of(run_dir).eval, "results.json")
+    if not folders:
+        note = ("_Skipped: eval/results.json not found or holds no task score (run `teamsrl "
+                "evaluate`; the pipeline writes eval/<arm>/)._")
+        return [Section(table.title, [note]), Section(ref.title, [note]),
+                Section(mia.title, [note])]
+    arms = {label: read_arm_eval(run_dir, label, folder) for label, folder in folders.items()}
+    _paper_table(table, arms, out)
+    _reference_part(ref, arms, out)
+    _attack_part(mia, arms, out)
+    return [table, ref, mia]
+
+
+def _paper_table(sec: Section, arms: dict[str, ArmEval], out: Path) -> None:
+    labels = list(arms)
+    cells: dict[str, list[str]] = {}  # row name -> one cell per arm
+    tasks = sorted({t for a in arms.values() for t in a.tasks})
+    cells["fine-tuning steps (same base)"] = [_fmt(a.steps) for a in arms.values()]
+    for t in tasks:
+        cells[t] = [f"{a.tasks[t]['score']:.3f} ± {_fmt(a.tasks[t].get('stderr'))} "
+                    f"({a.tasks[t].get('metric')}, n={_fmt(a.tasks[t].get('n_samples'))})"
+                    if t in a.tasks else "–" for a in arms.values()]
+    cells["reference loss, fine-tuned (nats/token)"] = [
+        format_interval(a.reference.loss) if a.reference else "–" for a in arms.values()]
+    cells["reference loss, base"] = [
+        format_interval(a.reference.base_loss) if a.reference else "–" for a in arms.values()]
+    cells["**reference loss, fine-tuned minus base**"] = [
+        f"**{format_interval(a.reference.difference, sign=True)}**" if a.reference else "–"
+        for a in arms.values()]
+    cells["membership attack AUC"] = [_auc_cell(a) for a in arms.values()]
+    sec.lines += ["| | " + " | ".join(f"`{x}`" for x in labels) + " |",
+                  "| --- |" + " ---: |" * len(labels)]
+    sec.lines += [f"| {row} | " + " | ".join(values) + " |" for row, values in cells.items()]
+    sec.lines.append("")
+    levels = sorted({f"{x.confidence:.0%}" for a in arms.values()
+                     for x in (a.reference, a.mia) if x is not None})
+    sec.lines.append(f"Intervals: {'/'.join(levels) or '–'} percentile bootstrap, over tasks "
+                     "for the reference loss, over rows for the attack (methods below); ± is "
+                     "lm-eval's standard error.")
+    steps = {a.steps for a in arms.values() if a.steps is not None}
+    if len(steps) > 1:
+        sec.lines.append(f"**The arms' fine-tuning budgets differ** ({sorted(steps)} steps): "
+                         "the comparison is not at the same budget.")
+    for label, a in arms.items():
+        sec.lines += [f"- `{label}`: {n}." for n in a.notes]
+    scored = {label: a.tasks for label, a in arms.items() if a.tasks}
+    if scored:
+        sec.figure = figures.eval_scores(scored, out / "eval-scores.png")
+        sec.caption = ("Headline metric per task and arm; error bars are lm-eval's standard "
+                       "errors.")
+        if any(r.get("smoke_set") for t in scored.values() for r in t.values()):
+            sec.lines.append("\nTasks named `teamsrl_*_smoke` are teamsrl's offline smoke "
+                             "sets (24 hand-written items each), **not** ARC or HellaSwag.")
+
+
+def _auc_cell(a: ArmEval) -> str:
+    m = a.mia
+    if m is None:
+        return "–"
+    cell = (f"{m.auc:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}] ({m.n_members} members vs "
+            f"{m.n_nonmembers} non-members)")
+    return cell if m.informative else f"{cell}: **not informative**"
+
+
+def _reference_part(sec: Section, arms: dict[str, ArmEval], out: Path) -> None:
+    scored = {label: a.reference for label, a in arms.items() if a.reference}
+    if not scored:
+        sec.lines.append("_Skipped: no eval/<arm>/reference.json (`teamsrl evaluate "
+                         "--reference FILE`; the pipeline scores its seed split's reference "
+                         "tasks)._")
+        return
+    sec.figure = figures.reference_losses(scored, out / "reference-loss.png")
+    sec.caption = ("Mean loss per answer token of human-written reference answers (tasks no "
+                   "seed of this run), base model vs each arm's fine-tune, with bootstrap "
+                   "intervals over tasks; lower = the fine-tune predicts human answers better.")
+    for label, r in scored.items():
+        sec.lines.append(f"- `{label}`: fine-tuned minus base "
+                         f"{format_interval(r.difference, sign=True)} over {r.n_tasks} tasks "
+                         f"({r.source or 'reference file'}).")
+    sec.lines.append(f"\nMethod: {next(iter(scored.values())).method}.")
+
+
+def _attack_part(sec: Section, arms: dict[str, ArmEval], out: Path) -> None:
+    results = {label: a.mia for label, a in arms.items() if a.mia is not None}
+    if not results:
+        reasons = [n for a in arms.values() for n in a.notes if "attack" in n or "mia" in n]
+        sec.lines.append(f"_Skipped: {reasons[0]}._" if reasons else "_Skipped: no "
+                         "eval/mia.json (`teamsrl evaluate` on a fine-tune folder writes it)._")
+        return
+    sec.figure = figures.roc_curves(results, out / "mia-roc.png")
+    sec.caption = ("ROC of the loss-based attack that guesses whether a row was in the "
+                   "fine-tuning data, per arm. The diagonal (AUC 0.5) is an attacker who cannot "
+                   "tell.")
+    for label, m in results.items():
+        line = (f"- `{label}`: AUC {m.auc:.3f}, {m.confidence:.0%} interval [{m.ci_low:.3f}, "
+                f"{m.ci_high:.3f}]; {m.n_members} members (training rows) vs {m.n_nonmembers} "
+                f"non-members (held-out rows); attack: {m.attack}.")
+        if not m.informative:
+            line += f" **The figure is {m.note}.**"
+        sec.lines.append(line)
+    method = next((m.interval_method for m in results.values() if m.interval_method), "")
+    if method:
+        sec.lines.append(f"\nInterval: {method}.")
+    sec.lines.append("The paper reports 0.47 (TeaMs-RL) vs 0.72 (WizardLM).")
 
 
 def _fmt(v: Any) -> str:

@@ -1,6 +1,8 @@
-"""`teamsrl report` on a synthetic run folder (tests/fixtures/report_run, every stage's format)
-and on folders with inputs missing or broken: the page is written, the PNGs are real images,
-the Markdown names every figure, and a missing input becomes a note, not a crash."""
+"""`teamsrl report` on a synthetic run folder (tests/fixtures/report_run, every stage's format,
+both arms fine-tuned and evaluated) and on folders with inputs missing or broken: the page is
+written, the PNGs are real images, the Markdown names every figure, both arms stand side by side
+with their "fine-tuned minus base" reference loss, an attack on too few non-members is called
+not informative, and a missing input becomes a note, not a crash."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "report_run"
 FIGURES = {"ppo-return.png", "actions.png", "diversity-vs-queries.png", "sft-loss.png",
-           "eval-scores.png", "mia-roc.png"}
+           "eval-scores.png", "reference-loss.png", "mia-roc.png"}
 
 
 def _run_dir(tmp_path: Path) -> Path:
@@ -44,12 +46,25 @@ def test_report_draws_every_figure_and_names_it(tmp_path, capsys):
     text = page.read_text()
     linked = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text))
     assert linked == FIGURES
-    assert "6 of 6 figures drawn" in text
+    assert "7 of 7 figures drawn" in text
     assert "1 unreadable line(s) of train-policy-metrics.jsonl skipped" in text
     assert "| policy | 150 | 240 | 216 | 1.60 |" in text  # generation table, queries per row
-    assert "AUC 0.642" in text and "not** ARC or HellaSwag" in text
+    assert "not** ARC or HellaSwag" in text
+    # the paper's table: one column per arm, every figure of both
+    assert "| | `policy` | `random` |" in text
+    assert "| fine-tuning steps (same base) | 30 | 30 |" in text
+    assert ("| teamsrl_arc_smoke | 0.667 ± 0.098 (acc_norm, n=24) | 0.625 ± 0.101 (acc_norm, "
+            "n=24) |") in text
+    assert ("| **reference loss, fine-tuned minus base** | **-0.412 [-0.530, -0.301]** | "
+            "**-0.142 [-0.251, -0.040]** |") in text
+    assert ("| membership attack AUC | 0.642 [0.515, 0.756] (40 members vs 40 non-members) | "
+            "1.000 [1.000, 1.000] (51 members vs 6 non-members): **not informative** |") in text
+    assert "- `policy`: 30 logged steps" in text and "- `random`: 30 logged steps" in text
+    assert "**The figure is not informative: 51 members and 6 non-members" in text
+    assert "Interval: stratified percentile bootstrap" in text  # the method is stated
+    assert "Method: mean over 35 tasks" in text
     logged = {k: v for row in run_history(run, "report") for k, v in row.items()}
-    assert logged["report/figures"] == 6
+    assert logged["report/figures"] == 7
     for png in FIGURES:  # each figure is a W&B image in the offline run
         assert logged[f"report/{Path(png).stem}/_type"] == "image-file", png
 
@@ -61,23 +76,28 @@ def test_missing_inputs_skip_their_figures_with_a_note(tmp_path):
     build_report(run)
     shutil.rmtree(run / "generate" / "random")
     (run / "generate" / "policy" / "summary.json").write_text("{not json")
-    (run / "finetune" / "metrics.jsonl").unlink()
-    (run / "eval" / "mia.json").write_text('{"auc": 0.5}')
+    shutil.rmtree(run / "finetune")
+    for arm in ("policy", "random"):
+        (run / "eval" / arm / "mia.json").write_text('{"auc": 0.5}')
+        (run / "eval" / arm / "reference.json").unlink()
+    shutil.rmtree(run / "eval" / "random")
     text = build_report(run).read_text()
     assert {p.name for p in (run / "report").glob("*.png")} == {
         "ppo-return.png", "actions.png", "eval-scores.png"}  # stale PNGs were removed
-    assert "3 of 6 figures drawn" in text
+    assert "3 of 7 figures drawn" in text
     assert "`random`: generate/random/summary.json not found" in text
     assert "`policy`: generate/policy/summary.json unreadable" in text
     assert "finetune/metrics.jsonl not found" in text
-    assert "eval/mia.json unreadable" in text
+    assert "- `policy`: eval/policy/mia.json unreadable" in text
+    assert "- `random`: eval/random/results.json not found." in text
+    assert "no eval/<arm>/reference.json" in text
 
 
 def test_empty_run_dir_gives_a_page_of_notes(tmp_path):
     from teamsrl.evaluate.report import build_report
 
     text = build_report(tmp_path).read_text()
-    assert "0 of 6 figures drawn" in text and "![" not in text
+    assert "0 of 7 figures drawn" in text and "![" not in text
     assert text.count("_Skipped") >= 5
 
 
@@ -96,10 +116,29 @@ def test_a_skipped_attack_shows_its_reason(tmp_path):
     from teamsrl.evaluate.report import build_report
 
     run = _run_dir(tmp_path)
-    results = json.loads((run / "eval" / "results.json").read_text())
-    results["mia_skipped"] = "5 scorable training rows and 0 held-out rows in 'x/split'"
-    (run / "eval" / "results.json").write_text(json.dumps(results))
-    (run / "eval" / "mia.json").unlink()
+    for arm in ("policy", "random"):
+        results = json.loads((run / "eval" / arm / "results.json").read_text())
+        results["mia_skipped"] = "5 scorable training rows and 0 held-out rows in 'x/split'"
+        (run / "eval" / arm / "results.json").write_text(json.dumps(results))
+        (run / "eval" / arm / "mia.json").unlink()
     text = build_report(run).read_text()
-    assert "_Skipped: 5 scorable training rows and 0 held-out rows in 'x/split'._" in text
+    assert ("_Skipped: membership attack skipped: 5 scorable training rows and 0 held-out rows "
+            "in 'x/split'._") in text
     assert "eval-scores.png" in text and "mia-roc.png" not in text
+
+
+def test_a_standalone_evaluation_is_one_column(tmp_path):
+    """`teamsrl finetune --out RUN/finetune` + `teamsrl evaluate` (the standalone defaults):
+    finetune/ and eval/ hold one model's files, shown as one column."""
+    from teamsrl.evaluate.report import build_report
+
+    run = _run_dir(tmp_path)
+    for stage in ("finetune", "eval"):
+        shutil.rmtree(run / stage / "random")
+        for f in (run / stage / "policy").iterdir():
+            f.rename(run / stage / f.name)
+        (run / stage / "policy").rmdir()
+    text = build_report(run).read_text()
+    assert "| | `fine-tuned` |" in text and "`random`" not in text.split("## 4.")[1]
+    assert "| **reference loss, fine-tuned minus base** | **-0.412 [-0.530, -0.301]** |" in text
+    assert "7 of 7 figures drawn" in text
