@@ -2,15 +2,19 @@
 
     teamsrl pipeline --config experiments/quickstart.yaml [--address auto]
 
-Stages: train-policy (RLlib PPO over the Serve app; Serve and a Ray this command started are
-shut down at its end, which frees the small machine for what follows) -> generate-policy (the
-dataset from the trained policy) -> generate-random (WizardLM's Evol-Instruct baseline on the same
-seeds, for comparison) -> finetune (DeepSpeed ZeRO on the policy's dataset) -> evaluate (lm-eval
-scores and the membership attack of the fine-tuned model) -> report (one Markdown page with its
-figures, whose path is the last line printed). A finished stage is
-recorded in `<run_dir>/pipeline.json` and skipped on a rerun; an interrupted stage resumes:
-train-policy from its newest checkpoint, generation from rows.jsonl, fine-tuning from its newest
-DeepSpeed checkpoint.
+Stages: split-seeds (the seed file cut once into policy-training seeds, generation seeds and
+reference tasks, disjoint, recorded in `<run_dir>/seed-split.json`) -> train-policy (RLlib PPO
+over the Serve app, its episodes drawn from the policy-training slice; Serve and a Ray this
+command started are shut down at its end, which frees the small machine for what follows) ->
+generate-policy (the dataset from the trained policy) -> generate-random (WizardLM's
+Evol-Instruct baseline), both on the generation slice -> finetune-policy, finetune-random
+(DeepSpeed ZeRO, the same base and the same number of optimizer steps for both arms) ->
+evaluate-policy, evaluate-random (lm-eval scores, the membership attack, and the loss of the
+reference slice's human-written answers, fine-tuned vs base) -> report (one Markdown page with
+both arms side by side, whose path is the last line printed). A finished stage is recorded in
+`<run_dir>/pipeline.json` and skipped on a rerun; an interrupted stage resumes: train-policy
+from its newest checkpoint, generation from rows.jsonl, fine-tuning from its newest DeepSpeed
+checkpoint.
 """
 
 from __future__ import annotations
@@ -22,12 +26,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 from teamsrl.config import ExperimentConfig
-from teamsrl.layout import RunLayout
+from teamsrl.layout import ARMS, RunLayout
+
+
+def _split_seeds(config: ExperimentConfig, address: str | None) -> str:
+    from teamsrl.seed_split import write_split
+
+    layout = RunLayout.of(config.run_dir)
+    split = write_split(config, layout.seed_split, layout.seed_slices)
+    counts = ", ".join(f"{name} {len(ids)}" for name, ids in split.slices.items())
+    return f"{counts} seeds of {split.source}: {layout.seed_split}"
+
+
+def _split(config: ExperimentConfig):
+    from teamsrl.seed_split import SeedSplit
+
+    return SeedSplit.read(RunLayout.of(config.run_dir).seed_split)
 
 
 def _train_policy(config: ExperimentConfig, address: str | None) -> str:
     from teamsrl.policy.train import train_policy
 
+    # the env runners get the experiment config: its seed file is the training slice
+    env = config.env.model_copy(update={"seed_file": _split(config).files["policy_training"]})
+    config = config.model_copy(update={"env": env})
     resume, left = RunLayout.of(config.run_dir).iterations_left(config.policy.iterations)
     result = train_policy(config, address=address, resume=resume, iterations=left)
     m = result.metrics
@@ -40,7 +62,8 @@ def _generate(policy: str) -> Callable[[ExperimentConfig, str | None], str]:
         from teamsrl.generation.run import run_generation
 
         source = config.run_dir if policy == "policy" else "random"
-        s = run_generation(config, source, address=address)
+        s = run_generation(config, source, seeds=_split(config).files["generation"],
+                           address=address)
         return (f"{s['rows_kept']} rows kept of {s['rows_total']}, {s['queries']['expert']} "
                 f"expert requests, diversity {s['diversity']['mean_pairwise_distance']:.3f}: "
                 f"{s['out']}")
@@ -48,24 +71,53 @@ def _generate(policy: str) -> Callable[[ExperimentConfig, str | None], str]:
     return stage
 
 
-def _finetune(config: ExperimentConfig, address: str | None) -> str:
-    from teamsrl.finetune.launch import run_finetune
+def finetune_budget(config: ExperimentConfig) -> int:
+    """The optimizer steps both arms train for: the fewer of the two arms' schedules (the same
+    budget from the same base, whatever each dataset's size)."""
+    from teamsrl.finetune.launch import planned_steps
 
     layout = RunLayout.of(config.run_dir)
-    out = layout.finetune
-    resume = (out / "checkpoints" / "latest").is_file()
-    s = run_finetune(config, str(layout.generation("policy").root), str(out), resume=resume)
-    return f"{s['steps']} steps, ZeRO-{s['zero_stage']}: {s['model_dir']}"
+    return min(planned_steps(config, str(layout.generation(arm).root)) for arm in ARMS)
 
 
-def _evaluate(config: ExperimentConfig, address: str | None) -> str:
-    from teamsrl.evaluate.run import run_evaluate
+def _finetune(arm: str) -> Callable[[ExperimentConfig, str | None], str]:
+    def stage(config: ExperimentConfig, address: str | None) -> str:
+        from teamsrl.finetune.launch import run_finetune
 
-    s = run_evaluate(config, str(RunLayout.of(config.run_dir).finetune))
-    scores = ", ".join(f"{name} {r['metric']} {r['score']:.3f}"
-                       for name, r in s["results"]["tasks"].items())
-    mia = f", MIA AUC {s['mia']['auc']:.3f}" if s.get("mia") else ""
-    return f"{scores}{mia}: {s['out']}"
+        layout = RunLayout.of(config.run_dir)
+        steps = finetune_budget(config)
+        config = config.model_copy(update={"finetune": config.finetune.model_copy(
+            update={"max_steps": steps})})
+        out = layout.finetune_arm(arm)
+        resume = (out / "checkpoints" / "latest").is_file()
+        s = run_finetune(config, str(layout.generation(arm).root), str(out), resume=resume)
+        return (f"{s['steps']} steps (the budget of both arms: {steps}), ZeRO-{s['zero_stage']}: "
+                f"{s['model_dir']}")
+
+    return stage
+
+
+def _evaluate(arm: str) -> Callable[[ExperimentConfig, str | None], str]:
+    def stage(config: ExperimentConfig, address: str | None) -> str:
+        from teamsrl.evaluate.run import run_evaluate
+
+        layout = RunLayout.of(config.run_dir)
+        split = _split(config)
+        reference = split.files["reference"] if split.slices["reference"] else None
+        s = run_evaluate(config, str(layout.finetune_arm(arm)), layout.eval_arm(arm),
+                         reference=reference, base_cache=layout.base_reference)
+        parts = [f"{name} {r['metric']} {r['score']:.3f}"
+                 for name, r in s["results"]["tasks"].items()]
+        if s.get("mia"):
+            parts.append(f"MIA AUC {s['mia']['auc']:.3f}"
+                         + ("" if s["mia"]["informative"] else " (not informative)"))
+        if s.get("reference"):
+            diff = s["reference"]["difference"]
+            parts.append(f"reference loss fine-tuned minus base {diff['mean']:+.3f} "
+                         f"[{diff['low']:+.3f}, {diff['high']:+.3f}]")
+        return f"{', '.join(parts)}: {s['out']}"
+
+    return stage
 
 
 def _report(config: ExperimentConfig, address: str | None) -> str:
@@ -75,11 +127,14 @@ def _report(config: ExperimentConfig, address: str | None) -> str:
 
 
 STAGES: list[tuple[str, Callable[[ExperimentConfig, str | None], str]]] = [
+    ("split-seeds", _split_seeds),
     ("train-policy", _train_policy),
     ("generate-policy", _generate("policy")),
     ("generate-random", _generate("random")),
-    ("finetune", _finetune),
-    ("evaluate", _evaluate),
+    ("finetune-policy", _finetune("policy")),
+    ("finetune-random", _finetune("random")),
+    ("evaluate-policy", _evaluate("policy")),
+    ("evaluate-random", _evaluate("random")),
     ("report", _report),
 ]
 

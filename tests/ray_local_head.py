@@ -142,6 +142,7 @@ TINY_PIPELINE = [
     "finetune.max_steps=2", "finetune.save_steps=1", "finetune.max_length=128",
     "finetune.heldout_fraction=0.5",  # >= 2 non-members for the membership attack
     "evaluate.limit=2", "evaluate.mia.max_rows=4", "evaluate.mia.bootstrap=100",
+    "evaluate.reference.max_tasks=4", "evaluate.reference.bootstrap=100",
 ]
 
 

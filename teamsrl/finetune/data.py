@@ -221,6 +221,14 @@ def micro_batch_indices(n_examples: int, batch_size: int, world_size: int, rank:
             for s in range(0, total, chunk)]
 
 
+def schedule_steps(n_examples: int, batch_size: int, world_size: int, accumulation: int,
+                   epochs: float, max_steps: int | None) -> int:
+    """Optimizer steps of a run: `epochs` passes of micro-batches, capped by `max_steps`."""
+    micro_per_epoch = len(micro_batch_indices(n_examples, batch_size, world_size, 0, 0, 0))
+    total = max(1, int(epochs * micro_per_epoch) // accumulation)
+    return min(total, max_steps) if max_steps else total
+
+
 def collate(examples: list[TokenizedExample], pad_id: int) -> dict:
     """Right-pad a micro-batch into tensors (labels padded with -100)."""
     import torch

@@ -31,6 +31,7 @@ from teamsrl.finetune.data import (
     read_rows,
     resolve_data_path,
     row_id,
+    schedule_steps,
     split_rows,
     tokenize_rows,
     write_jsonl,
@@ -90,6 +91,17 @@ def prepare_split(data: str, out: Path, heldout_fraction: float, seed: int, resu
               "heldout_row_ids": [tag[i]["row_id"] for i in held_idx]}
     record_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record
+
+
+def planned_steps(config, data: str) -> int:
+    """The optimizer steps `run_finetune(config, data, ...)` will take: its training split's
+    rows through the schedule (rows whose prompt alone overflows max_length not subtracted)."""
+    ft = config.finetune
+    source = resolve_data_path(data)
+    train, _ = split_rows(check_rows(read_rows(source), str(source)), ft.heldout_fraction,
+                          config.seed)
+    return schedule_steps(len(train), ft.per_device_batch_size, ft.num_processes,
+                          ft.gradient_accumulation_steps, ft.epochs, ft.max_steps)
 
 
 def run_finetune(config, data: str, out: str | Path, resume: bool = False) -> dict[str, Any]:

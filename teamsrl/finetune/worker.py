@@ -52,6 +52,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
         collate,
         micro_batch_indices,
         read_rows,
+        schedule_steps,
         tokenize_rows,
     )
 
@@ -73,9 +74,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     ds_config = eng.build_deepspeed_config(cfg, world, on_gpu)
     B, ga = cfg["per_device_batch_size"], cfg["gradient_accumulation_steps"]
     micro_per_epoch = len(micro_batch_indices(len(examples), B, world, 0, 0, 0))
-    total_steps = max(1, int(cfg["epochs"] * micro_per_epoch) // ga)
-    if cfg.get("max_steps"):
-        total_steps = min(total_steps, cfg["max_steps"])
+    total_steps = schedule_steps(len(examples), B, world, ga, cfg["epochs"], cfg.get("max_steps"))
 
     model = eng.load_model(spec["model_path"], cfg, ds_config)
     engine = eng.build_engine(model, cfg, ds_config, total_steps, on_gpu)

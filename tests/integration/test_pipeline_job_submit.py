@@ -3,10 +3,11 @@
 `ray start --head` (token auth, dashboard on 127.0.0.1, 2 CPUs: the Serve replica's
 `serving.num_cpus`), then `cluster/submit.sh --config experiments/quickstart.yaml` with a tiny
 override (`ray_local_head.TINY_PIPELINE`): the job joins the head (`--address auto`), runs
-train-policy -> generate (policy, random) -> finetune -> evaluate -> report and SUCCEEDS; its run
-dir holds the dataset, the fine-tuned model, the eval results and the report; the head is
-stopped. The job runs once per session in the `pipeline_job_run` fixture (tests/conftest.py),
-which other tests may reuse.
+split-seeds -> train-policy -> generate (policy, random) -> finetune and evaluate (both arms) ->
+report and SUCCEEDS; its run dir holds the seed split, both datasets, both fine-tuned models and
+their eval results (scores, attack, reference loss), and the report with both arms side by side;
+the head is stopped. The job runs once per session in the `pipeline_job_run` fixture
+(tests/conftest.py), which other tests may reuse.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-STAGES = ["train-policy", "generate-policy", "generate-random", "finetune", "evaluate", "report"]
+STAGES = ["split-seeds", "train-policy", "generate-policy", "generate-random", "finetune-policy",
+          "finetune-random", "evaluate-policy", "evaluate-random", "report"]
 
 
 def test_the_submitted_pipeline_succeeds_and_fills_its_run_dir(pipeline_job_run):
@@ -32,12 +34,35 @@ def test_the_submitted_pipeline_succeeds_and_fills_its_run_dir(pipeline_job_run)
         assert (out / "data.jsonl").is_file(), arm
         assert (out / "dataset").is_dir() and any((out / "dataset").iterdir()), arm
         assert json.loads((out / "summary.json").read_text())["seeds"] == 4
-    # the fine-tuned model, the evaluation, the report
-    assert (run_dir / "finetune" / "model" / "config.json").is_file()
-    results = json.loads((run_dir / "eval" / "results.json").read_text())
-    assert results["limit"] == 2 and results["tasks"]
-    assert (run_dir / "eval" / "mia.json").is_file()
-    assert (run_dir / "report" / "report.md").is_file()
-    assert list((run_dir / "report").glob("*.png"))
+    # the seed split: disjoint slices, the run's seeds from the right ones
+    split = json.loads((run_dir / "seed-split.json").read_text())
+    slices = {name: set(ids) for name, ids in split["slices"].items()}
+    assert slices["reference"] and not (slices["reference"] & (slices["policy_training"]
+                                                                | slices["generation"]))
+    assert not slices["policy_training"] & slices["generation"]
+    config = (run_dir / "config.yaml").read_text()  # what policy training ran with
+    assert f"seed_file: {split['files']['policy_training']}" in config
+    for arm in ("policy", "random"):
+        seeded = {json.loads(line)["seed_id"]
+                  for line in (run_dir / "generate" / arm / "data.jsonl").open()}
+        assert seeded <= slices["generation"], arm
+    # both fine-tuned models (same steps), their evaluations, the report with both
+    steps = set()
+    for arm in ("policy", "random"):
+        assert (run_dir / "finetune" / arm / "model" / "config.json").is_file(), arm
+        steps.add(json.loads((run_dir / "finetune" / arm / "summary.json").read_text())["steps"])
+        results = json.loads((run_dir / "eval" / arm / "results.json").read_text())
+        assert results["limit"] == 2 and results["tasks"], arm
+        mia = json.loads((run_dir / "eval" / arm / "mia.json").read_text())
+        assert not mia["informative"] and "not informative" in mia["note"], arm  # 2 a side
+        ref = json.loads((run_dir / "eval" / arm / "reference.json").read_text())
+        assert {t["id"] for t in ref["per_task"]} <= slices["reference"], arm
+        assert ref["n_tasks"] == len(ref["per_task"]) == 4, arm
+    assert len(steps) == 1, steps
+    page = (run_dir / "report" / "report.md").read_text()
+    assert "| | `policy` | `random` |" in page and "fine-tuned minus base" in page
+    assert "not informative" in page
+    assert {"sft-loss.png", "eval-scores.png", "reference-loss.png", "mia-roc.png"} <= {
+        p.name for p in (run_dir / "report").glob("*.png")}
     # the job ended with the report's path (the pipeline's last line)
     assert f"report: {run_dir / 'report' / 'report.md'}" in logs
