@@ -70,8 +70,8 @@ class ExperimentConfig(BaseModel):
         names = self.actions.names()
         for step, name in self.generate.forced_actions.items():
             if name not in names:
-                raise ValueError(f"generate.forced_actions[{step}] = {name!r}: expected one of "
-                                 f"{names} (the action set)")
+                raise ValueError(f"key 'generate.forced_actions.{step}' = {name!r}: expected "
+                                 f"one of the action set's operations {names}")
         return self
 
 

@@ -119,19 +119,10 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None
         tracking = data.setdefault("tracking", {})
         if isinstance(tracking, dict) and not tracking.get("group"):
             tracking["group"] = sweep.name
-        config = validate(data, source=f"{path} trial {trial.name!r}")
-        _check_forced_actions(config, trial.name)
-        experiments[trial.name] = config
+        # ExperimentConfig's own rules (a forced operation must be in the trial's action set)
+        # fail here, naming the trial, before any trial starts
+        experiments[trial.name] = validate(data, source=f"{path} trial {trial.name!r}")
     return sweep, experiments
-
-
-def _check_forced_actions(config: ExperimentConfig, trial: str) -> None:
-    """A forced operation must be in the trial's action set (fail before any trial starts)."""
-    names = ActionSet.from_config(config.actions).names
-    for step, action in sorted(config.generate.forced_actions.items()):
-        if action not in names:
-            raise ConfigError(f"trial {trial!r}: key 'generate.forced_actions.{step}' = "
-                              f"{action!r}: expected one of the trial's actions {names}")
 
 
 def run_trial(config: ExperimentConfig, progress: bool = False) -> dict:

@@ -85,10 +85,10 @@ def test_exported_policy_gives_the_trained_modules_probabilities(trained):
 
     config, _, resumed = trained
     policy = load_policy(config.run_dir)
-    assert policy.spec["iteration"] == 3 and len(policy.action_names) == 6
+    assert policy.spec.iteration == 3 and len(policy.action_names) == 6
     trained_module = RLModule.from_checkpoint(
         str(resumed.checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"))
-    obs = np.random.default_rng(0).uniform(-0.2, 0.2, (5, policy.spec["observation_size"]))
+    obs = np.random.default_rng(0).uniform(-0.2, 0.2, (5, policy.spec.observation_size))
     obs = obs.astype(np.float32)
     with torch.no_grad():
         logits = trained_module.forward_inference({"obs": torch.from_numpy(obs)})

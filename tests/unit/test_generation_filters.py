@@ -146,8 +146,8 @@ def test_forced_actions_and_validation(tmp_path):
     # random steps depend only on (run seed, seed id, step): not on batch-mates
     assert chooser.choose(["a", "b"], 2, obs[:2])[1] == chooser.choose(["z", "b"], 2, obs[:2])[1]
     # an unknown operation fails when the config loads, before any model or policy
-    with pytest.raises(ConfigError, match=r"generate.forced_actions\[2\] = 'widen': expected "
-                       r"one of \['breadth'"):
+    with pytest.raises(ConfigError, match=r"key 'generate.forced_actions.2' = 'widen': expected "
+                       r"one of the action set's operations \['breadth'"):
         load_config(None, ["generate.forced_actions={2: widen}"])
     with_stop = load_config(None, ["actions.include_stop=true",
                                    "generate.forced_actions={2: stop}"])
