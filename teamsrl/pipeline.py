@@ -27,20 +27,17 @@ from pathlib import Path
 
 from teamsrl.config import ExperimentConfig
 from teamsrl.layout import ARMS, RunLayout
+from teamsrl.seed_split import SeedSplit, write_split
 
 
 def _split_seeds(config: ExperimentConfig, address: str | None) -> str:
-    from teamsrl.seed_split import write_split
-
     layout = RunLayout.of(config.run_dir)
     split = write_split(config, layout.seed_split, layout.seed_slices)
     counts = ", ".join(f"{name} {len(ids)}" for name, ids in split.slices.items())
     return f"{counts} seeds of {split.source}: {layout.seed_split}"
 
 
-def _split(config: ExperimentConfig):
-    from teamsrl.seed_split import SeedSplit
-
+def _split(config: ExperimentConfig) -> SeedSplit:
     return SeedSplit.read(RunLayout.of(config.run_dir).seed_split)
 
 

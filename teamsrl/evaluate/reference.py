@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from teamsrl.finetune.data import read_rows
+from teamsrl.layout import RunLayout
 from teamsrl.seed_split import SeedOverlapError, SeedSplit, check_disjoint, read_slices
 from teamsrl.seeds import Seed, load_seeds
 
@@ -88,8 +90,6 @@ def load_reference(path: str | Path, config) -> tuple[list[Seed], list[str]]:
 def check_reference(tasks: list[Seed], config, finetune_dir: Path | None) -> None:
     """Refuse reference tasks that are seeds of the run (`config.run_dir`'s recorded split) or
     of the fine-tune's data (`seed_id` of the rows in its split.json source), naming them."""
-    from teamsrl.layout import RunLayout
-
     record = RunLayout.of(config.run_dir).seed_split
     if record.is_file():
         used = read_slices(SeedSplit.read(record), config)
@@ -97,8 +97,6 @@ def check_reference(tasks: list[Seed], config, finetune_dir: Path | None) -> Non
                         "generation": used["generation"], "reference": tasks})
     source = _finetune_source(finetune_dir)
     if source is not None:
-        from teamsrl.finetune.data import read_rows
-
         seeded = {str(r["seed_id"]) for r in read_rows(source) if r.get("seed_id") is not None}
         shared = sorted(s.id for s in tasks if s.id in seeded)
         if shared:
@@ -113,8 +111,8 @@ def _finetune_source(finetune_dir: Path | None) -> Path | None:
     record = finetune_dir / "split.json" if finetune_dir else None
     if record is None or not record.is_file():
         return None
-    source = Path(json.loads(record.read_text(encoding="utf-8")).get("source", ""))
-    return source if source.exists() else None
+    source = json.loads(record.read_text(encoding="utf-8")).get("source")
+    return Path(source) if source and Path(source).exists() else None
 
 
 def task_losses(model: str | Path, tasks: list[Seed], batch_size: int, device: str
