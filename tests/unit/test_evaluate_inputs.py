@@ -48,6 +48,18 @@ def test_model_path_errors(tmp_path):
     assert resolve_target(str(tmp_path / "model")).finetune_dir == tmp_path
 
 
+def test_the_pipelines_finetune_parent_names_its_arms(tmp_path):
+    from teamsrl.evaluate.run import resolve_target
+
+    for arm in ("policy", "random"):
+        (tmp_path / arm / "model").mkdir(parents=True)
+        (tmp_path / arm / "model" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=f"per-arm fine-tunes; expected one of them: "
+                       f"{tmp_path / 'policy'}, {tmp_path / 'random'}"):
+        resolve_target(str(tmp_path))
+    assert resolve_target(str(tmp_path / "random")).finetune_dir == tmp_path / "random"
+
+
 def test_smoke_tasks_load_offline_and_are_marked(tmp_path):
     import importlib.util
     import json
