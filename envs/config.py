@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from teamsrl.llm.embedded import MINILM_ID
+from teamsrl.quality import QualityConfig
 from teamsrl.rewards import RewardConfig
 
 
@@ -30,3 +31,6 @@ class EnvConfig(BaseModel):
                           f"and novelty: {MINILM_ID!r} or a local folder")
     reward: RewardConfig = Field(default_factory=RewardConfig,
                                  description="reward weights and elimination-rule limits")
+    quality: QualityConfig = Field(default_factory=QualityConfig,
+                                   description="the instruction-validity judge behind the "
+                                   "`not an instruction` rule and the validity reward")

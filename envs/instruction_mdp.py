@@ -39,7 +39,8 @@ from teamsrl.actions import ActionSet
 from teamsrl.embeddings import Embedder, shared_embedder
 from teamsrl.llm.protocol import LLMService
 from teamsrl.llm.schema import ChatResponse
-from teamsrl.outcomes import FailureKind
+from teamsrl.outcomes import Failure, FailureKind
+from teamsrl.quality import ValidityJudge
 from teamsrl.seeds import SeedSet, load_seeds
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,14 @@ def load_pool(config: EnvConfig) -> SeedSet:
     return seeds
 
 
+def make_judge(config: EnvConfig, client: LLMService, embedder: Embedder
+               ) -> ValidityJudge | None:
+    """The validity judge when the config uses it (the rule or the reward), else None."""
+    if not (config.reward.invalid_fails or config.reward.validity_weight):
+        return None
+    return ValidityJudge.from_config(config.quality, client=client, embedder=embedder)
+
+
 class InstructionMDPEnv(gym.Env):
     """Rewrite an instruction step by step; reward differences, novelty, success and thrift."""
 
@@ -66,7 +75,8 @@ class InstructionMDPEnv(gym.Env):
 
     def __init__(self, config: EnvConfig | None = None, *, client: LLMService,
                  actions: ActionSet | None = None, seeds: SeedSet | None = None,
-                 embedder: Embedder | None = None, seed: int = 0) -> None:
+                 embedder: Embedder | None = None, judge: ValidityJudge | None = None,
+                 seed: int = 0) -> None:
         if config is not None and not isinstance(config, EnvConfig):
             raise TypeError(f"config: expected an EnvConfig, got {type(config).__name__} "
                             "(build the env from an experiment with teamsrl.mdp.make_env)")
@@ -75,6 +85,8 @@ class InstructionMDPEnv(gym.Env):
         self.seeds = seeds if seeds is not None else load_pool(self.config)
         self.embedder = embedder if embedder is not None else shared_embedder(self.config.embedder)
         self.client = client
+        self.judge = judge if judge is not None else make_judge(self.config, client,
+                                                                self.embedder)
         self.stepper = BatchStepper(client)
         n, dim = len(self.actions), self.embedder.dim
         self.observation_space = spaces.Box(
@@ -156,12 +168,20 @@ class InstructionMDPEnv(gym.Env):
         return pending
 
     def take_rewrite(self, p: PendingStep, response: ChatResponse) -> None:
-        """Check the rewrite against the elimination rules; plan the reviewer's requests."""
+        """Check the rewrite against the elimination rules."""
         op = self.actions[p.action]
         p.rewrite = response.text
         p.rewrite_truncated = response.finish_reason == "length"
         p.failure = R.failed_evolution(p.before, p.rewrite, self.config.reward,
                                        template_texts=op.prompt_texts(), cut=p.rewrite_truncated)
+
+    def take_validity(self, p: PendingStep, validity: float | None) -> None:
+        """Apply the judge's P(valid instruction) (None: not judged), then plan the reviewer's
+        requests for a rewrite that still passes."""
+        p.validity = validity
+        if validity is not None and self.config.reward.invalid_fails and \
+                validity < self.judge.threshold:
+            p.failure = Failure(FailureKind.NOT_INSTRUCTION, f"validity {validity:.2f}")
         if p.failure:
             return  # a failed rewrite is discarded: no reviewer query is spent on it
         p.verdict_request = R.verdict_request(p.before, p.rewrite)
@@ -187,9 +207,11 @@ class InstructionMDPEnv(gym.Env):
             parts = R.combine(cfg, verdict=0.0, novelty=0.0, graded=0.0, failed=False,
                               expert_queries=0, reviewer_queries=0)
         else:
+            reviewer_queries += p.judge_queries
             parts = R.combine(cfg, verdict=p.verdict, novelty=nov,
                               graded=R.graded_reward(p.graded), failed=bool(p.failure),
-                              expert_queries=int(not stop), reviewer_queries=reviewer_queries)
+                              expert_queries=int(not stop), reviewer_queries=reviewer_queries,
+                              validity=0.0 if p.failure or p.validity is None else p.validity)
         self._t += 1
         self._last_action = p.action
         terminated = stop
@@ -199,7 +221,7 @@ class InstructionMDPEnv(gym.Env):
             "episode": self._episode, "step": self._t, "seed_id": self._seed_id,
             "action_name": self.actions.names[p.action],
             "instruction_before": p.before, "rewrite": p.rewrite, "instruction": self._text,
-            "failure": p.failure, "verdict": float(p.verdict),
+            "failure": p.failure, "verdict": float(p.verdict), "validity": p.validity,
             "reviewed": p.verdict_request is not None, "novelty": float(nov),
             "graded_score": int(p.graded or 0), "graded_unparsed": bool(p.graded_unparsed),
             "reward_components": {k: v for k, v in parts.items() if k != "total"},

@@ -64,6 +64,8 @@ class PendingStep:
     graded_request: ChatRequest | None = None
     graded: int | None = None
     graded_unparsed: bool = False
+    validity: float | None = None  # the judge's P(valid instruction); None: not judged
+    judge_queries: int = 0  # reviewer queries the judge spent on this rewrite
     timeouts: int = 0
 
 
@@ -84,6 +86,7 @@ class BatchStepper:
         rewriting = [p for p in pending if p.expert is not None]
         for p, response in _answered(self.client.chat, "expert", rewriting, "expert"):
             p.env.take_rewrite(p, response)
+        self._judge([p for p in rewriting if p.failure is None])
         judged = [p for p in pending if p.verdict_request is not None]
         for p, s in _answered(self.client.score, "reviewer", judged, "verdict_request"):
             p.verdict = float(s.probabilities()[R.VERDICT_CANDIDATES.index("Not Equal")])
@@ -95,6 +98,24 @@ class BatchStepper:
             p.graded = None if r is None else R.parse_graded(r.text)
             p.graded_unparsed = p.graded is None
         return [p.env.end_step(p) for p in pending]
+
+
+    @staticmethod
+    def _judge(passed: list[PendingStep]) -> None:
+        """The validity judge on every rewrite that passed the rules, one batch per judge."""
+        judges: dict[int, list[PendingStep]] = {}
+        for p in passed:
+            judges.setdefault(id(p.env.judge), []).append(p)
+        for group in judges.values():
+            judge = group[0].env.judge
+            if judge is None:
+                scores = [None] * len(group)
+            else:
+                scores = judge.validity([p.rewrite for p in group])
+            for p, v in zip(group, scores, strict=True):
+                # the embedding judge asks no model; the others one reviewer query per text
+                p.judge_queries = int(judge is not None and judge.config.method != "embedding")
+                p.env.take_validity(p, v)
 
 
 def _answered(call: Callable, role: str, steps: list[PendingStep], request: str

@@ -23,11 +23,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.config import EnvConfig
-from envs.instruction_mdp import InstructionMDPEnv, load_pool
+from envs.instruction_mdp import InstructionMDPEnv, load_pool, make_judge
 from envs.stepper import BatchStepper, Transition
 from teamsrl.actions import ActionSet
 from teamsrl.embeddings import Embedder, shared_embedder
 from teamsrl.llm.protocol import LLMService
+from teamsrl.quality import ValidityJudge
 from teamsrl.seeds import SeedSet
 
 # choose(slots, observations) -> one action per slot
@@ -42,7 +43,7 @@ class InstructionMDPVectorEnv(VectorEnv):
     def __init__(self, config: EnvConfig | None = None, num_envs: int = 1, *,
                  client: LLMService, actions: ActionSet | None = None,
                  seeds: SeedSet | None = None, embedder: Embedder | None = None,
-                 seed: int = 0) -> None:
+                 judge: ValidityJudge | None = None, seed: int = 0) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or \
                 num_envs < 1:
             raise ValueError(f"num_envs = {num_envs!r}: expected an int >= 1")
@@ -50,8 +51,10 @@ class InstructionMDPVectorEnv(VectorEnv):
         actions = actions if actions is not None else ActionSet.from_config()
         seeds = seeds if seeds is not None else load_pool(config)
         embedder = embedder if embedder is not None else shared_embedder(config.embedder)
+        if judge is None:  # one judge for every sub-env: one batch per step
+            judge = make_judge(config, client, embedder)
         self.envs = [InstructionMDPEnv(config, client=client, actions=actions, seeds=seeds,
-                                       embedder=embedder, seed=seed + i)
+                                       embedder=embedder, judge=judge, seed=seed + i)
                      for i in range(int(num_envs))]
         self.stepper = BatchStepper(client)
         self.num_envs = int(num_envs)

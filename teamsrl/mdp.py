@@ -15,21 +15,26 @@ from teamsrl.actions import ActionSet
 from teamsrl.config import ExperimentConfig
 from teamsrl.embeddings import Embedder
 from teamsrl.llm.protocol import LLMService
+from teamsrl.quality import ValidityJudge
 from teamsrl.seeds import SeedSet
 
 
 def make_env(config: ExperimentConfig, client: LLMService, *, seeds: SeedSet | None = None,
-             embedder: Embedder | None = None, seed: int | None = None) -> InstructionMDPEnv:
+             embedder: Embedder | None = None, judge: ValidityJudge | None = None,
+             seed: int | None = None) -> InstructionMDPEnv:
     """One env of the experiment (default seed: the run seed)."""
     return InstructionMDPEnv(config.env, client=client,
                              actions=ActionSet.from_config(config.actions), seeds=seeds,
-                             embedder=embedder, seed=config.seed if seed is None else seed)
+                             embedder=embedder, judge=judge,
+                             seed=config.seed if seed is None else seed)
 
 
 def make_vector_env(config: ExperimentConfig, client: LLMService, num_envs: int, *,
                     seeds: SeedSet | None = None, embedder: Embedder | None = None,
-                    seed: int | None = None) -> InstructionMDPVectorEnv:
+                    judge: ValidityJudge | None = None, seed: int | None = None
+                    ) -> InstructionMDPVectorEnv:
     """N envs of the experiment stepped together (sub-env i: default seed `seed + i`)."""
     return InstructionMDPVectorEnv(config.env, num_envs, client=client,
                                    actions=ActionSet.from_config(config.actions), seeds=seeds,
-                                   embedder=embedder, seed=config.seed if seed is None else seed)
+                                   embedder=embedder, judge=judge,
+                                   seed=config.seed if seed is None else seed)

@@ -22,6 +22,9 @@ class FailureKind(StrEnum):
     COPIES_TEMPLATE = "copies template"
     COPIES_PROMPT = "copies the prompt's text"
     CUT = "cut at max_tokens"
+    # the validity judge (teamsrl.quality) scored it below its threshold: meta-text, an answer
+    # or a fragment instead of a task
+    NOT_INSTRUCTION = "not an instruction"
     # the expert or verdict request timed out after the serving client's retries: the
     # instruction is kept and the reward is a neutral 0 (an infrastructure fault, not the policy's)
     TIMEOUT = "timeout"
@@ -54,6 +57,7 @@ class DropKind(StrEnum):
     SUPERSEDED = "superseded (generate.keep = final)"
     ANSWER_EMPTY = "answer empty"
     ANSWER_APOLOGY = "answer apology"
+    ANSWER_CUT = "answer cut at max_tokens"  # SFT on cut answers teaches abrupt stops
     DUPLICATE_MINHASH = "near-duplicate (minhash)"
     DUPLICATE_EMBEDDING = "near-duplicate (embedding)"
 

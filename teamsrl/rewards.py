@@ -78,6 +78,13 @@ class RewardConfig(BaseModel):
     novelty_pool_size: int = Field(256, ge=0, description="recent instructions (from earlier "
                                    "episodes) that novelty is measured against")
     max_rewrite_chars: int = Field(4000, ge=1, description="a longer rewrite fails the rules")
+    validity_weight: float = Field(0.0, description="weight of the validity judge's P(valid "
+                                   "instruction) of a rewrite that passed the rules (0: the "
+                                   "judge is not asked for the reward)")
+    invalid_fails: bool = Field(False, description="a rewrite the validity judge scores below "
+                                "its threshold (env.quality) fails the rules: 'not an "
+                                "instruction' (meta-text, an answer or a fragment in place of "
+                                "a task)")
     cut_rewrite_fails: bool = Field(True, description="a rewrite the expert stopped at its "
                                     "max_tokens (finish_reason 'length') fails the rules: it is "
                                     "an instruction cut mid-way. Off only for plumbing runs with "
@@ -167,11 +174,13 @@ def novelty(vector: np.ndarray, references: np.ndarray) -> float:
 
 
 def combine(config: RewardConfig, *, verdict: float, novelty: float, graded: float,
-            failed: bool, expert_queries: int, reviewer_queries: int) -> dict[str, float]:
+            failed: bool, expert_queries: int, reviewer_queries: int, validity: float = 0.0
+            ) -> dict[str, float]:
     """Weighted components (they sum to the step reward; `total` holds that sum)."""
     parts = {
         "verdict": config.verdict_weight * verdict,
         "novelty": config.novelty_weight * novelty,
+        "validity": config.validity_weight * validity,
         "graded": config.graded_weight * graded if config.graded_score else 0.0,
         "failure": -config.failure_penalty if failed else 0.0,
         "cost": -(config.expert_query_cost * expert_queries

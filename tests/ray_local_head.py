@@ -138,7 +138,7 @@ TINY_PIPELINE = [
     "policy.num_epochs=1", "env.horizon=2",
     "generate.max_seeds=4", "generate.batch_seeds=4", "llm.expert.max_tokens=16",
     "env.reward.cut_rewrite_fails=false",  # 16-token rewrites: most are cut; this is plumbing
-    "generate.answer_max_tokens=16",
+    "generate.answer_max_tokens=16", "generate.drop_cut_answers=false",
     "finetune.max_steps=2", "finetune.save_steps=1", "finetune.max_length=128",
     "finetune.heldout_fraction=0.5",  # >= 2 non-members for the membership attack
     "evaluate.limit=2", "evaluate.mia.max_rows=4", "evaluate.mia.bootstrap=100",

@@ -38,6 +38,9 @@ class GenerateConfig(BaseModel):
     answer: bool = Field(True, description="the expert answers every kept instruction (the "
                          "`output` column); off: instructions only")
     answer_max_tokens: int = Field(128, ge=1, le=8192, description="tokens of each answer")
+    drop_cut_answers: bool = Field(True, description="drop a row whose answer the expert "
+                                   "stopped at answer_max_tokens (SFT on cut answers teaches "
+                                   "abrupt stops); off: keep it, flagged output_truncated")
     batch_seeds: int = Field(8, ge=1, description="seeds stepped together: one engine batch "
                              "per step, one append to rows.jsonl per batch")
     max_seeds: int | None = Field(None, ge=1, description="use only the first N seeds")

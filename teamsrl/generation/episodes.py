@@ -91,7 +91,7 @@ class BatchGenerator:
                       "max_tokens": spec.max_tokens,
                       "answer_max_tokens": self.config.generate.answer_max_tokens,
                       "policy": self.config.generate.sampling},
-            verdict=info["verdict"], novelty=info["novelty"],
+            verdict=info["verdict"], novelty=info["novelty"], validity=info["validity"],
             reward_components=info["reward_components"], queries=dict(info["queries"]),
             failure=failure, prompt_truncated=info["prompt_truncated"],
             rewrite_truncated=info["rewrite_truncated"],
@@ -120,3 +120,5 @@ class BatchGenerator:
             r.output_truncated = response.finish_reason == "length"
             r.queries["expert"] += 1
             r.drop = answer_failure(r.output, self.config.env.reward.apology_max_words)
+            if r.drop is None and r.output_truncated and gen.drop_cut_answers:
+                r.drop = Drop(DropKind.ANSWER_CUT)

@@ -41,6 +41,7 @@ class Row:
     sampling: dict = field(default_factory=dict)
     verdict: float = 0.0
     novelty: float = 0.0
+    validity: float | None = None  # the judge's P(valid instruction); None: not judged
     reward_components: dict = field(default_factory=dict)
     queries: dict = field(default_factory=lambda: {"expert": 0, "reviewer": 0})
     failure: Failure | None = None

@@ -23,7 +23,8 @@ TINY = [
     "policy.iterations=1",
     "policy.num_envs_per_env_runner=2", "policy.train_batch_size=4", "policy.minibatch_size=2",
     "policy.num_epochs=1", "generate.max_seeds=2", "generate.batch_seeds=2",
-    "generate.answer_max_tokens=8", "generate.shards=0", "generate.forced_actions={}",
+    "generate.answer_max_tokens=8", "generate.drop_cut_answers=false", "generate.shards=0",
+    "generate.forced_actions={}",
     "tracking.mode=offline",
 ]
 
