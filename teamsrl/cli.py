@@ -21,6 +21,11 @@ from teamsrl.layout import RunLayout
 _Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns
 
 
+def _doc(add) -> str:
+    """A sub-command's --help description: its `_add_<name>` function's docstring."""
+    return " ".join(add.__doc__.split())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -62,10 +67,11 @@ def _address(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evolve(sub: _Subparsers) -> None:
+    """Apply one rewriting operation to one instruction with the expert model and print the rewrite
+    and the query ledger. Responses are cached: a rerun costs no query.
+    """
     p = sub.add_parser("evolve", help="rewrite one instruction with one operation (expert LLM)",
-                       description="Apply one rewriting operation to one instruction with the "
-                                   "expert model and print the rewrite and the query ledger. "
-                                   "Responses are cached: a rerun costs no query.")
+                       description=_doc(_add_evolve))
     _common(p)
     p.add_argument("--instruction", required=True, help="the instruction to rewrite")
     p.add_argument("--action", required=True,
@@ -90,11 +96,12 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def _add_finetune(sub: _Subparsers) -> None:
+    """Supervised fine-tuning of finetune.base_model on an Alpaca-format dataset with DeepSpeed
+    ZeRO (CPU: 2 gloo processes; GPU: one per GPU; or Ray Train). Writes a held-out split,
+    checkpoints and a Hugging Face model folder.
+    """
     p = sub.add_parser("finetune", help="DeepSpeed ZeRO fine-tuning on a generated dataset",
-                       description="Supervised fine-tuning of finetune.base_model on an "
-                                   "Alpaca-format dataset with DeepSpeed ZeRO (CPU: 2 gloo "
-                                   "processes; GPU: one per GPU; or Ray Train). Writes a "
-                                   "held-out split, checkpoints and a Hugging Face model folder.")
+                       description=_doc(_add_finetune))
     _common(p)
     p.add_argument("--data", required=True, metavar="RUN_DIR_OR_DATASET",
                    help="a generation run folder (data.jsonl or dataset/), a .jsonl file or a "
@@ -122,17 +129,15 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: _Subparsers) -> None:
+    """Evaluate a fine-tuned model with lm-evaluation-harness (default: teamsrl's offline smoke
+    tasks, which are NOT the benchmarks; with a hub: arc_challenge 25-shot, hellaswag 10-shot,
+    acc_norm) and, for a `teamsrl finetune` folder, a loss-based membership attack (train rows
+    vs held-out rows; AUC 0.5 = members cannot be told apart) and, with --reference, the loss of
+    human-written reference answers under the model and its base. Writes OUT/results.json,
+    OUT/mia.json, OUT/mia-roc.png, OUT/reference.json and logs to W&B (offline by default).
+    """
     p = sub.add_parser("evaluate", help="lm-eval scores and membership-inference AUC",
-                       description="Evaluate a fine-tuned model with lm-evaluation-harness "
-                                   "(default: teamsrl's offline smoke tasks, which are NOT the "
-                                   "benchmarks; with a hub: arc_challenge 25-shot, hellaswag "
-                                   "10-shot, acc_norm) and, for a `teamsrl finetune` folder, a "
-                                   "loss-based membership attack (train rows vs held-out rows; "
-                                   "AUC 0.5 = members cannot be told apart) and, with "
-                                   "--reference, the loss of human-written reference answers "
-                                   "under the model and its base. Writes OUT/results.json, "
-                                   "OUT/mia.json, OUT/mia-roc.png, OUT/reference.json and logs "
-                                   "to W&B (offline by default).")
+                       description=_doc(_add_evaluate))
     _common(p)
     p.add_argument("--model", default=None, metavar="DIR",
                    help="a `teamsrl finetune` --out folder (model/ + split/), or any Hugging "
@@ -169,13 +174,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: _Subparsers) -> None:
+    """Draw a run on one page: PPO return and reward components, action distribution, diversity vs
+    expert queries (policy vs random baseline), SFT loss, eval scores, membership-attack ROC.
+    Reads whatever stages have written under RUN_DIR (a missing input skips its figure with a
+    note) and writes RUN_DIR/report/report.md + PNGs; logs them to W&B.
+    """
     p = sub.add_parser("report", help="one Markdown page with the run's figures",
-                       description="Draw a run on one page: PPO return and reward components, "
-                                   "action distribution, diversity vs expert queries (policy vs "
-                                   "random baseline), SFT loss, eval scores, membership-attack "
-                                   "ROC. Reads whatever stages have written under RUN_DIR (a "
-                                   "missing input skips its figure with a note) and writes "
-                                   "RUN_DIR/report/report.md + PNGs; logs them to W&B.")
+                       description=_doc(_add_report))
     _common(p)
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (config run_dir)")
     p.set_defaults(handler=_report)
@@ -191,13 +196,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _add_train_policy(sub: _Subparsers) -> None:
+    """Train the instruction-rewriting policy with RLlib PPO. The expert and reviewer run as a Ray
+    Serve app; env runners send their sub-envs' requests to it in batches. Checkpoints go to
+    <run_dir>/policy/checkpoints, the exported policy to <run_dir>/policy/export, metrics to W&B
+    (offline by default) and <run_dir>/train-policy-metrics.jsonl.
+    """
     p = sub.add_parser("train-policy", help="train the rewriting policy with RLlib PPO",
-                       description="Train the instruction-rewriting policy with RLlib PPO. The "
-                                   "expert and reviewer run as a Ray Serve app; env runners "
-                                   "send their sub-envs' requests to it in batches. Checkpoints "
-                                   "go to <run_dir>/policy/checkpoints, the exported policy to "
-                                   "<run_dir>/policy/export, metrics to W&B (offline by "
-                                   "default) and <run_dir>/train-policy-metrics.jsonl.")
+                       description=_doc(_add_train_policy))
     _common(p)
     _address(p)
     p.add_argument("--resume", action="store_true",
@@ -225,14 +230,15 @@ def _train_policy(args: argparse.Namespace) -> int:
 
 
 def _add_generate(sub: _Subparsers) -> None:
+    """Evolve every seed instruction for env.horizon steps with the trained policy's operations (or
+    uniformly random ones: WizardLM's Evol-Instruct baseline), drop failed evolutions, let the
+    expert answer the kept instructions, remove near-duplicates and write rows.jsonl,
+    data.jsonl, dataset/, summary.json and a dataset card under
+    <run_dir>/generate/<policy|random> (or --out). Rerun the same command after a crash:
+    finished seeds are kept, cached queries are not re-sent.
+    """
     p = sub.add_parser("generate", help="generate the dataset from the policy or the random "
-                       "baseline", description="Evolve every seed instruction for env.horizon "
-                       "steps with the trained policy's operations (or uniformly random ones: "
-                       "WizardLM's Evol-Instruct baseline), drop failed evolutions, let the "
-                       "expert answer the kept instructions, remove near-duplicates and write "
-                       "rows.jsonl, data.jsonl, dataset/, summary.json and a dataset card under "
-                       "<run_dir>/generate/<policy|random> (or --out). Rerun the same command "
-                       "after a crash: finished seeds are kept, cached queries are not re-sent.")
+                       "baseline", description=_doc(_add_generate))
     _common(p)
     _address(p)
     p.add_argument("--policy", required=True, metavar="RUN_DIR|EXPORT|random",
@@ -260,12 +266,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _add_compare(sub: _Subparsers) -> None:
+    """Rows kept, expert and reviewer requests (generation, policy training and total), requests
+    per kept row, ledger queries and cache hits, diversity (mean pairwise embedding distance,
+    distinct-2) and drop reasons of two `teamsrl generate` output folders, recomputed from their
+    files.
+    """
     p = sub.add_parser("compare", help="compare two generation runs side by side",
-                       description="Rows kept, expert and reviewer requests (generation, policy "
-                                   "training and total), requests per kept row, ledger queries "
-                                   "and cache hits, diversity (mean pairwise embedding distance, "
-                                   "distinct-2) and drop reasons of two `teamsrl generate` "
-                                   "output folders, recomputed from their files.")
+                       description=_doc(_add_compare))
     p.add_argument("run_a", metavar="RUN_A", help="a generation output folder")
     p.add_argument("run_b", metavar="RUN_B", help="another generation output folder")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -283,15 +290,14 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _add_pipeline(sub: _Subparsers) -> None:
+    """Run the pipeline's stages in order under one run dir: split-seeds (policy-training seeds,
+    generation seeds, reference tasks: disjoint, recorded), train-policy, generate (policy,
+    random), finetune and evaluate both arms (same base, same steps; scores, membership attack,
+    reference loss), report (both arms side by side). Finished stages are skipped on a rerun; an
+    interrupted stage resumes from its checkpoint or rows.
+    """
     p = sub.add_parser("pipeline", help="run every stage in order (resumable)",
-                       description="Run the pipeline's stages in order under one run dir: "
-                                   "split-seeds (policy-training seeds, generation seeds, "
-                                   "reference tasks: disjoint, recorded), train-policy, "
-                                   "generate (policy, random), finetune and evaluate both arms "
-                                   "(same base, same steps; scores, membership attack, "
-                                   "reference loss), report (both arms side by side). Finished "
-                                   "stages are skipped on a rerun; an interrupted stage "
-                                   "resumes from its checkpoint or rows.")
+                       description=_doc(_add_pipeline))
     _common(p)
     _address(p)
     p.set_defaults(handler=_pipeline)
@@ -306,14 +312,13 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub: _Subparsers) -> None:
+    """Run one Ray Tune trial per action set of a sweep YAML (experiments/sweep-action-sets.yaml):
+    a short policy training and a small generation each, one W&B group, then a table with one
+    row per trial: return, queries per kept row, diversity. --set overrides apply to every
+    trial; --set run_dir=, name=, max_concurrent_trials=, trial_cpus= set the sweep's own keys.
+    """
     p = sub.add_parser("sweep", help="Ray Tune over action sets (train + generate per trial)",
-                       description="Run one Ray Tune trial per action set of a sweep YAML "
-                                   "(experiments/sweep-action-sets.yaml): a short policy "
-                                   "training and a small generation each, one W&B group, then "
-                                   "a table with one row per trial: return, queries per kept "
-                                   "row, diversity. --set overrides apply to every trial; "
-                                   "--set run_dir=, name=, max_concurrent_trials=, "
-                                   "trial_cpus= set the sweep's own keys.")
+                       description=_doc(_add_sweep))
     _common(p)
     _address(p)
     p.set_defaults(handler=_sweep)
@@ -332,11 +337,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _add_rollout(sub: _Subparsers) -> None:
+    """Roll out the instruction MDP (expert rewrites, reviewer verdicts, rewards) with a uniformly
+    random policy — the Evol-Instruct baseline — and print mean return, reward components,
+    action counts and the query ledger.
+    """
     p = sub.add_parser("rollout", help="run the instruction MDP with a fixed policy",
-                       description="Roll out the instruction MDP (expert rewrites, reviewer "
-                                   "verdicts, rewards) with a uniformly random policy — the "
-                                   "Evol-Instruct baseline — and print mean return, reward "
-                                   "components, action counts and the query ledger.")
+                       description=_doc(_add_rollout))
     _common(p)
     p.add_argument("--policy", default="random", choices=["random"],
                    help="random: a uniformly random operation at every step")
