@@ -27,17 +27,14 @@ from results_file import ResultsFile, add_out_argument  # noqa: E402
 from envs.instruction_mdp import derive_seed  # noqa: E402
 from teamsrl.actions import ActionSet, ActionSetConfig  # noqa: E402
 from teamsrl.llm.embedded import SMOLLM2_ID  # noqa: E402
+from teamsrl.quality import TASK_VERBS  # noqa: E402
 from teamsrl.rewards import RewardConfig, failed_evolution  # noqa: E402
 from teamsrl.seeds import load_seeds  # noqa: E402
 
-_ASKING = frozenset("""
-write explain describe list name give generate create compute calculate find suggest compare
-identify classify summarize summarise translate tell make provide design solve recommend analyze
-analyse convert choose determine sort predict plan draft estimate answer discuss rewrite imagine
-evaluate outline develop construct propose using based given consider read extract rank select
-detect decide fill complete add replace correct check count convert prove show use help rate
-how what why which who when where is are can do does should could would if in for
-""".split())
+# a request's first word: a task verb (the validity judge's list) or a question word
+_ASKING = TASK_VERBS | frozenset("""
+how what why which who when where is are can do does should could would if in for using based
+given""".split())
 
 
 def looks_like_instruction(text: str) -> bool:

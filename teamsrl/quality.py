@@ -80,7 +80,7 @@ _CONTEXT_REF = re.compile(
     r"specified )?(sentences?|paragraph|text|list|table|code|data|facts|email|passage|article|"
     r"story|phrase|word|statements?|question|document|function|equation|instance|input|"
     r"abstract|calculation|problem|disease|symptom|room|items?)\b", re.IGNORECASE)
-_TASK_VERBS = frozenset("""
+TASK_VERBS = frozenset("""
 write explain describe list name give generate create compute calculate find suggest compare
 identify classify summarize summarise translate tell make provide design solve recommend analyze
 analyse convert choose determine sort predict plan draft estimate answer discuss rewrite imagine
@@ -114,7 +114,7 @@ def cheap_features(text: str) -> list[float]:
     refers = bool(_CONTEXT_REF.search(stripped))
     holds_input = "\n" in stripped or '"' in stripped or ":" in stripped
     return [
-        float(first in _TASK_VERBS),
+        float(first in TASK_VERBS),
         float(first in _QUESTION_WORDS or stripped.endswith("?")),
         float(first in _STATEMENT_WORDS),
         float(bool(_LIST_FIRST.search(stripped))),
