@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 t["valid"], test_p[m], thresholds[m], test_p["embedding"],
                 thresholds["embedding"], args.resamples, args.seed),
             "reviewer_queries_per_text": 0 if m == "embedding" else 1,
+            "test_validity": [round(float(v), 4) for v in test_p[m]],  # test.jsonl order
         }
     chosen = max(METHODS, key=lambda m: (candidates[m]["test"]["accuracy"]["value"],
                                          -candidates[m]["reviewer_queries_per_text"]))
