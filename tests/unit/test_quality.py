@@ -1,0 +1,172 @@
+"""The validity judge without models: the shipped JSON loads and scores (hash embedder), its
+thresholds, config validation, the judge file's checks and the cheap features.
+
+The real MiniLM on the labelled test part, and the reviewer through the client, run in
+tests/integration/test_quality_judge.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from teamsrl.quality import (
+    CHEAP_FEATURES,
+    DEFAULT_JUDGE_FILE,
+    REVIEWER_CANDIDATES,
+    JudgeFile,
+    LinearModel,
+    QualityConfig,
+    ValidityJudge,
+    cheap_features,
+    feature_names,
+    opening,
+    reviewer_prompt_digest,
+    reviewer_request,
+)
+from tests.embedding_doubles import HashEmbedder
+
+TEXTS = ["Describe how a rainbow forms, step by step.",
+         "Here's a rewritten version of the instruction:",
+         "Answer: Paris is the capital of France."]
+
+
+def small_judge_file(coef_sign: float = 1.0) -> JudgeFile:
+    """A judge whose only weight is on the `meta_start` feature (negative: invalid)."""
+    names = feature_names(384)
+    coef = [0.0] * len(names)
+    coef[names.index("meta_start")] = -8.0 * coef_sign
+    model = LinearModel(names, coef, 4.0, 0.5)
+    return JudgeFile("embedded:all-minilm-l6-v2", 384, "embedded:smollm2-135m-instruct",
+                     reviewer_prompt_digest(), model, None, 0.3, {})
+
+
+def test_config_defaults_and_bad_values_name_the_key():
+    cfg = QualityConfig()
+    assert cfg.method in ("embedding", "reviewer", "combined") and cfg.threshold is None
+    with pytest.raises(ValidationError, match="method"):
+        QualityConfig(method="vibes")
+    with pytest.raises(ValidationError, match="threshold"):
+        QualityConfig(threshold=1.5)
+    with pytest.raises(ValidationError, match="extra"):
+        QualityConfig(treshold=0.5)
+    for name, field in QualityConfig.model_fields.items():
+        assert field.description, f"QualityConfig.{name} has no description"
+
+
+def test_shipped_judge_loads_and_scores_with_the_hash_embedder():
+    judge = ValidityJudge.from_config(QualityConfig(method="embedding"), embedder=HashEmbedder())
+    scores = judge.validity(TEXTS)
+    assert len(scores) == 3 and all(isinstance(s, float) and 0.0 < s < 1.0 for s in scores)
+    assert judge.validity([]) == []
+    assert judge.threshold == JudgeFile.load().threshold("embedding")
+    assert 0.0 < judge.threshold < 1.0
+
+
+def test_shipped_judge_matches_this_code():
+    """Changing the features or the reviewer prompt without retraining fails here."""
+    weights = JudgeFile.load()
+    assert weights.embedding.features == feature_names(weights.embedding_dim)
+    assert weights.combined is not None
+    assert weights.combined.features == [*weights.embedding.features, "reviewer_logodds"]
+    assert weights.reviewer_prompt == reviewer_prompt_digest()
+    dev_lines = (DEFAULT_JUDGE_FILE.parents[2] / weights.provenance["trained_on"]).read_text()
+    assert weights.provenance["items"] == len(dev_lines.splitlines())
+
+
+def small_judge(path, threshold: float | None = None) -> ValidityJudge:
+    """The embedding judge of the file at `path`, on the hash embedder."""
+    config = QualityConfig(method="embedding", judge_file=str(path), threshold=threshold)
+    return ValidityJudge.from_config(config, embedder=HashEmbedder())
+
+
+def test_threshold_override_and_is_valid(tmp_path):
+    path = tmp_path / "judge.json"
+    small_judge_file().save(path)
+    judge = small_judge(path)
+    scores = judge.validity(TEXTS)
+    # sigmoid(4) for plain texts, sigmoid(4 - 8) for the meta-text
+    assert scores[0] == pytest.approx(1 / (1 + np.exp(-4.0)))
+    assert scores[1] == pytest.approx(1 / (1 + np.exp(4.0)))
+    assert judge.is_valid(TEXTS) == [True, False, True]
+    assert small_judge(path, threshold=0.0).is_valid(TEXTS) == [True, True, True]
+    assert small_judge(path, threshold=1.0).is_valid(TEXTS) == [False, False, False]
+
+
+def test_flipped_weights_flip_the_verdict(tmp_path):
+    path = tmp_path / "judge.json"
+    small_judge_file(coef_sign=-1.0).save(path)
+    assert small_judge(path, threshold=0.99).is_valid(TEXTS) == [False, True, False]
+
+
+def test_reviewer_methods_need_a_client_with_a_reviewer():
+    for method in ("reviewer", "combined"):
+        with pytest.raises(ValueError, match=f"method = '{method}'.*'reviewer' role, got None"):
+            ValidityJudge.from_config(QualityConfig(method=method))
+
+
+def test_judge_file_errors(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        JudgeFile.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="invalid JSON"):
+        JudgeFile.load(tmp_path / "bad.json")
+    small_judge_file().save(tmp_path / "j.json")
+    data = json.loads((tmp_path / "j.json").read_text())
+    (tmp_path / "old.json").write_text(json.dumps(data | {"format": 0}))
+    with pytest.raises(ValueError, match="format 0, expected 1"):
+        JudgeFile.load(tmp_path / "old.json")
+    assert JudgeFile.load(tmp_path / "j.json") == small_judge_file()
+    with pytest.raises(ValueError, match="no 'combined' model"):
+        small_judge_file().threshold("combined")
+
+
+def test_wrong_embedder_width_is_refused(tmp_path):
+    class Narrow(HashEmbedder):
+        dim = 16
+
+    judge = ValidityJudge.from_config(QualityConfig(method="embedding"), embedder=Narrow())
+    with pytest.raises(ValueError, match="embedder dim 16"):
+        judge.validity(TEXTS)
+    with pytest.raises(ValueError, match="expected 778 feature columns, got 3"):
+        small_judge_file().embedding.probability(np.zeros((1, 3)))
+
+
+def features_of(text: str) -> dict[str, float]:
+    return dict(zip(CHEAP_FEATURES, cheap_features(text), strict=True))
+
+
+def test_cheap_features():
+    f = features_of("Here's a rewritten version: list 3 fruits")
+    assert f["meta_start"] == f["meta_word"] == 1.0 and f["verb_first"] == 0.0
+    assert features_of("Sentiment: disappointed")["label_first"] == 1.0
+    f = features_of("Explain how a rainbow forms.")
+    assert f["verb_first"] == 1.0 and f["statement_first"] == f["question"] == 0.0
+    f = features_of("What is 2 + 2?")
+    assert f["question"] == 1.0 and f["verb_first"] == 0.0
+    f = features_of("The answer is 42.")
+    assert f["statement_first"] == 1.0 and f["verb_first"] == 0.0
+    f = features_of("1. Sort the list\n2. Count")
+    assert f["list_first"] == 1.0
+    f = features_of("Remove the toxic word from the sentence.")
+    assert f["missing_context"] == f["refers_to_context"] == 1.0
+    f = features_of('Remove the toxic word from the sentence: "This is so bad."')
+    assert f["missing_context"] == 0.0 and f["refers_to_context"] == 1.0
+    assert all(0.0 <= v <= 1.0 for v in cheap_features("word " * 10_000))
+    assert cheap_features("") == [0.0] * len(CHEAP_FEATURES)
+    assert opening("  Explain   how a rainbow forms. ", 3) == "Explain how a"
+
+
+def test_reviewer_request_is_few_shot_and_ends_with_the_text():
+    req = reviewer_request("  Name a red fruit.  ")
+    assert req.candidates == REVIEWER_CANDIDATES
+    assert req.messages[0]["role"] == "system"
+    assert req.messages[-1]["role"] == "user" and "Text: Name a red fruit.\n" in \
+        req.messages[-1]["content"]
+    answers = [m["content"] for m in req.messages if m["role"] == "assistant"]
+    assert set(answers) == set(REVIEWER_CANDIDATES)
+    assert "x" * 2000 in reviewer_request("x" * 5000).messages[-1]["content"]
+    assert "x" * 2001 not in reviewer_request("x" * 5000).messages[-1]["content"]
