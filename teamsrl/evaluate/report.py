@@ -13,57 +13,21 @@ The figures also go to W&B (offline by default) as the run's `report` job.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from teamsrl.evaluate import figures
-from teamsrl.evaluate.reference import format_interval
+from teamsrl.evaluate.report_eval import eval_sections
+from teamsrl.evaluate.report_parts import (
+    Section,
+    arm_folders,
+    fmt,
+    is_number,
+    read_json,
+    read_jsonl,
+    rel,
+)
 from teamsrl.layout import ARMS, RunLayout
-
-STANDALONE = "fine-tuned"  # the column of a run evaluated with the standalone defaults
-
-
-@dataclass
-class Section:
-    """One part of the page: a title, text lines, and the figure (or why there is none)."""
-
-    title: str
-    lines: list[str] = field(default_factory=list)
-    figure: Path | None = None
-    caption: str = ""
-
-
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The JSON-object lines of a file and how many lines were not readable JSON objects."""
-    rows, bad = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad += 1
-    return rows, bad
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from disk (ValueError when it is not one)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
 def ppo_sections(run_dir: Path, out: Path) -> list[Section]:
@@ -77,7 +41,7 @@ def ppo_sections(run_dir: Path, out: Path) -> list[Section]:
         acts.lines.append(note)
         return [ppo, acts]
     rows, bad = read_jsonl(path)
-    rows = [r for r in rows if _number(r.get("rollout/return_mean"))]
+    rows = [r for r in rows if is_number(r.get("rollout/return_mean"))]
     if bad:
         ppo.lines.append(f"{bad} unreadable line(s) of {path.name} skipped.")
     if not rows:
@@ -86,7 +50,7 @@ def ppo_sections(run_dir: Path, out: Path) -> list[Section]:
         return [ppo, acts]
     iters = [int(r.get("iteration", r.get("step", i + 1))) for i, r in enumerate(rows)]
     comps = sorted({k for r in rows for k in r if k.startswith("reward/")})
-    components = {k.split("/", 1)[1]: [r.get(k) if _number(r.get(k)) else float("nan")
+    components = {k.split("/", 1)[1]: [r.get(k) if is_number(r.get(k)) else float("nan")
                                        for r in rows] for k in comps}
     ppo.figure = figures.ppo_curves(iters, [r["rollout/return_mean"] for r in rows],
                                     components, out / "ppo-return.png")
@@ -96,7 +60,7 @@ def ppo_sections(run_dir: Path, out: Path) -> list[Section]:
     ppo.lines.append(f"{len(rows)} iterations; last return {last['rollout/return_mean']:.3f}"
                      + (f", expert queries {int(last['queries/expert'])}, reviewer queries "
                         f"{int(last.get('queries/reviewer', 0))}"
-                        if _number(last.get("queries/expert")) else "") + ".")
+                        if is_number(last.get("queries/expert")) else "") + ".")
     names = sorted({k.split("/", 1)[1] for r in rows for k in r if k.startswith("actions/")})
     if names:
         counts = {n: [float(r.get(f"actions/{n}") or 0.0) for r in rows] for n in names}
@@ -122,7 +86,7 @@ def generation_section(run_dir: Path, out: Path) -> Section:
             sec.lines.append(f"- `{arm}`: generate/{arm}/summary.json unreadable ({e}).")
             continue
         curve = [p for p in summaries[arm].get("curve") or [] if isinstance(p, dict)
-                 and all(_number(p.get(k)) for k in ("expert_queries", "rows_kept",
+                 and all(is_number(p.get(k)) for k in ("expert_queries", "rows_kept",
                                                      "diversity"))]
         if curve:
             curves[arm] = curve
@@ -133,13 +97,13 @@ def generation_section(run_dir: Path, out: Path) -> Section:
         for arm, s in summaries.items():
             q, d = s.get("queries") or {}, s.get("diversity") or {}
             kept, expert = s.get("rows_kept"), q.get("expert")
-            per_row = f"{expert / kept:.2f}" if _number(expert) and _number(kept) and kept \
+            per_row = f"{expert / kept:.2f}" if is_number(expert) and is_number(kept) and kept \
                 else "–"
             drops = ", ".join(f"{k} {v}" for k, v in (s.get("drops") or {}).items()) or "–"
-            sec.lines.append(f"| {arm} | {_fmt(kept)} | {_fmt(expert)} | "
-                             f"{_fmt(q.get('reviewer'))} | {per_row} | "
-                             f"{_fmt(d.get('mean_pairwise_distance'))} | "
-                             f"{_fmt(d.get('distinct_2'))} | {drops} |")
+            sec.lines.append(f"| {arm} | {fmt(kept)} | {fmt(expert)} | "
+                             f"{fmt(q.get('reviewer'))} | {per_row} | "
+                             f"{fmt(d.get('mean_pairwise_distance'))} | "
+                             f"{fmt(d.get('distinct_2'))} | {drops} |")
     if curves:
         sec.figure = figures.diversity_vs_queries(curves, out / "diversity-vs-queries.png")
         sec.caption = ("Left: diversity of the kept rows as generation proceeds, against the "
@@ -149,18 +113,6 @@ def generation_section(run_dir: Path, out: Path) -> Section:
         sec.lines.append("_Figure skipped: no arm has a `curve` of (expert_queries, rows_kept, "
                          "diversity) points._")
     return sec
-
-
-def arm_folders(root: Path, marker: str) -> dict[str, Path]:
-    """{arm: root/arm} when the pipeline's per-arm folders exist (every arm, found or not),
-    else {"fine-tuned": root} when `root/marker` is there (standalone defaults), else {}."""
-    if any((root / arm).is_dir() for arm in ARMS):
-        return {arm: root / arm for arm in ARMS}
-    return {STANDALONE: root} if (root / marker).is_file() else {}
-
-
-def _rel(run_dir: Path, path: Path) -> str:
-    return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
 
 
 def sft_section(run_dir: Path, out: Path) -> Section:
@@ -174,12 +126,12 @@ def sft_section(run_dir: Path, out: Path) -> Section:
         return sec
     for label, folder in folders.items():
         path = folder / "metrics.jsonl"
-        name = _rel(run_dir, path)
+        name = rel(run_dir, path)
         if not path.is_file():
             sec.lines.append(f"- `{label}`: {name} not found.")
             continue
         rows, _ = read_jsonl(path)
-        rows = [r for r in rows if _number(r.get("loss")) and _number(r.get("step"))]
+        rows = [r for r in rows if is_number(r.get("loss")) and is_number(r.get("step"))]
         if not rows:
             sec.lines.append(f"- `{label}`: no row with `step` and `loss` in {name}.")
             continue
@@ -194,177 +146,6 @@ def sft_section(run_dir: Path, out: Path) -> Section:
     else:
         sec.lines.insert(0, "_Skipped: no fine-tuning loss to draw._")
     return sec
-
-
-@dataclass
-class ArmEval:
-    """What `teamsrl evaluate` wrote for one arm's fine-tuned model (or why it is missing)."""
-
-    tasks: dict[str, Any] = field(default_factory=dict)
-    mia: Any = None  # MIAResult
-    reference: Any = None  # ReferenceResult
-    steps: Any = None  # the fine-tune's optimizer steps, when its summary.json says
-    notes: list[str] = field(default_factory=list)
-
-
-def read_arm_eval(run_dir: Path, label: str, folder: Path) -> ArmEval:
-    """An arm's scores, attack and reference loss; each missing or broken file becomes a note."""
-    from teamsrl.evaluate.mia import MIAResult
-    from teamsrl.evaluate.reference import ReferenceResult
-
-    arm = ArmEval()
-    results = folder / "results.json"
-    if results.is_file():
-        try:
-            record = read_json(results)
-            arm.tasks = {k: v for k, v in (record.get("tasks") or {}).items()
-                         if isinstance(v, dict) and _number(v.get("score"))}
-            if record.get("mia_skipped"):
-                arm.notes.append(f"membership attack skipped: {record['mia_skipped']}")
-        except ValueError as e:
-            arm.notes.append(f"{_rel(run_dir, results)} unreadable ({e})")
-    else:
-        arm.notes.append(f"{_rel(run_dir, results)} not found")
-    path = folder / "mia.json"
-    if path.is_file():
-        try:
-            arm.mia = MIAResult(**read_json(path))
-            if not arm.mia.roc.get("fpr"):
-                raise ValueError("no ROC points")
-        except (TypeError, ValueError) as e:
-            arm.mia = None
-            arm.notes.append(f"{_rel(run_dir, path)} unreadable ({e})")
-    path = folder / "reference.json"
-    if path.is_file():
-        try:
-            arm.reference = ReferenceResult.from_json(read_json(path))
-        except (TypeError, ValueError, KeyError) as e:
-            arm.notes.append(f"{_rel(run_dir, path)} unreadable ({type(e).__name__}: {e})")
-    ft = RunLayout.of(run_dir).finetune
-    summary = (ft / label if label in ARMS else ft) / "summary.json"
-    if summary.is_file():
-        try:
-            arm.steps = read_json(summary).get("steps")
-        except ValueError:
-            pass
-    return arm
-
-
-def eval_sections(run_dir: Path, out: Path) -> list[Section]:
-    """Both arms' fine-tuned models side by side: lm-eval scores, reference loss, attack."""
-    table = Section("Fine-tuned models side by side (lm-eval scores, reference loss, attack)")
-    ref = Section("Reference loss: human-written answers, fine-tuned vs base")
-    mia = Section("Membership-inference attack")
-    folders = arm_folders(RunLayout.of(run_dir).eval, "results.json")
-    if not folders:
-        note = ("_Skipped: eval/results.json not found or holds no task score (run `teamsrl "
-                "evaluate`; the pipeline writes eval/<arm>/)._")
-        return [Section(table.title, [note]), Section(ref.title, [note]),
-                Section(mia.title, [note])]
-    arms = {label: read_arm_eval(run_dir, label, folder) for label, folder in folders.items()}
-    _paper_table(table, arms, out)
-    _reference_part(ref, arms, out)
-    _attack_part(mia, arms, out)
-    return [table, ref, mia]
-
-
-def _paper_table(sec: Section, arms: dict[str, ArmEval], out: Path) -> None:
-    labels = list(arms)
-    cells: dict[str, list[str]] = {}  # row name -> one cell per arm
-    tasks = sorted({t for a in arms.values() for t in a.tasks})
-    cells["fine-tuning steps (same base)"] = [_fmt(a.steps) for a in arms.values()]
-    for t in tasks:
-        cells[t] = [f"{a.tasks[t]['score']:.3f} ± {_fmt(a.tasks[t].get('stderr'))} "
-                    f"({a.tasks[t].get('metric')}, n={_fmt(a.tasks[t].get('n_samples'))})"
-                    if t in a.tasks else "–" for a in arms.values()]
-    cells["reference loss, fine-tuned (nats/token)"] = [
-        format_interval(a.reference.loss) if a.reference else "–" for a in arms.values()]
-    cells["reference loss, base"] = [
-        format_interval(a.reference.base_loss) if a.reference else "–" for a in arms.values()]
-    cells["**reference loss, fine-tuned minus base**"] = [
-        f"**{format_interval(a.reference.difference, sign=True)}**" if a.reference else "–"
-        for a in arms.values()]
-    cells["membership attack AUC"] = [_auc_cell(a) for a in arms.values()]
-    sec.lines += ["| | " + " | ".join(f"`{x}`" for x in labels) + " |",
-                  "| --- |" + " ---: |" * len(labels)]
-    sec.lines += [f"| {row} | " + " | ".join(values) + " |" for row, values in cells.items()]
-    sec.lines.append("")
-    levels = sorted({f"{x.confidence:.0%}" for a in arms.values()
-                     for x in (a.reference, a.mia) if x is not None})
-    sec.lines.append(f"Intervals: {'/'.join(levels) or '–'} percentile bootstrap, over tasks "
-                     "for the reference loss, over rows for the attack (methods below); ± is "
-                     "lm-eval's standard error.")
-    steps = {a.steps for a in arms.values() if a.steps is not None}
-    if len(steps) > 1:
-        sec.lines.append(f"**The arms' fine-tuning budgets differ** ({sorted(steps)} steps): "
-                         "the comparison is not at the same budget.")
-    for label, a in arms.items():
-        sec.lines += [f"- `{label}`: {n}." for n in a.notes]
-    scored = {label: a.tasks for label, a in arms.items() if a.tasks}
-    if scored:
-        sec.figure = figures.eval_scores(scored, out / "eval-scores.png")
-        sec.caption = ("Headline metric per task and arm; error bars are lm-eval's standard "
-                       "errors.")
-        if any(r.get("smoke_set") for t in scored.values() for r in t.values()):
-            sec.lines.append("\nTasks named `teamsrl_*_smoke` are teamsrl's offline smoke "
-                             "sets (24 hand-written items each), **not** ARC or HellaSwag.")
-
-
-def _auc_cell(a: ArmEval) -> str:
-    m = a.mia
-    if m is None:
-        return "–"
-    cell = (f"{m.auc:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}] ({m.n_members} members vs "
-            f"{m.n_nonmembers} non-members)")
-    return cell if m.informative else f"{cell}: **not informative**"
-
-
-def _reference_part(sec: Section, arms: dict[str, ArmEval], out: Path) -> None:
-    scored = {label: a.reference for label, a in arms.items() if a.reference}
-    if not scored:
-        sec.lines.append("_Skipped: no eval/<arm>/reference.json (`teamsrl evaluate "
-                         "--reference FILE`; the pipeline scores its seed split's reference "
-                         "tasks)._")
-        return
-    sec.figure = figures.reference_losses(scored, out / "reference-loss.png")
-    sec.caption = ("Mean loss per answer token of human-written reference answers (tasks no "
-                   "seed of this run), base model vs each arm's fine-tune, with bootstrap "
-                   "intervals over tasks; lower = the fine-tune predicts human answers better.")
-    for label, r in scored.items():
-        sec.lines.append(f"- `{label}`: fine-tuned minus base "
-                         f"{format_interval(r.difference, sign=True)} over {r.n_tasks} tasks "
-                         f"({r.source or 'reference file'}).")
-    sec.lines.append(f"\nMethod: {next(iter(scored.values())).method}.")
-
-
-def _attack_part(sec: Section, arms: dict[str, ArmEval], out: Path) -> None:
-    results = {label: a.mia for label, a in arms.items() if a.mia is not None}
-    if not results:
-        reasons = [n for a in arms.values() for n in a.notes if "attack" in n or "mia" in n]
-        sec.lines.append(f"_Skipped: {reasons[0]}._" if reasons else "_Skipped: no "
-                         "eval/mia.json (`teamsrl evaluate` on a fine-tune folder writes it)._")
-        return
-    sec.figure = figures.roc_curves(results, out / "mia-roc.png")
-    sec.caption = ("ROC of the loss-based attack that guesses whether a row was in the "
-                   "fine-tuning data, per arm. The diagonal (AUC 0.5) is an attacker who cannot "
-                   "tell.")
-    for label, m in results.items():
-        line = (f"- `{label}`: AUC {m.auc:.3f}, {m.confidence:.0%} interval [{m.ci_low:.3f}, "
-                f"{m.ci_high:.3f}]; {m.n_members} members (training rows) vs {m.n_nonmembers} "
-                f"non-members (held-out rows); attack: {m.attack}.")
-        if not m.informative:
-            line += f" **The figure is {m.note}.**"
-        sec.lines.append(line)
-    method = next((m.interval_method for m in results.values() if m.interval_method), "")
-    if method:
-        sec.lines.append(f"\nInterval: {method}.")
-    sec.lines.append("The paper reports 0.47 (TeaMs-RL) vs 0.72 (WizardLM).")
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return "–" if v is None else str(v)
 
 
 def render(run_dir: Path, sections: list[Section]) -> str:
