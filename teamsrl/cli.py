@@ -21,6 +21,14 @@ from teamsrl.layout import RunLayout
 _Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns
 
 
+def _parser(sub: _Subparsers, name: str, help: str, add) -> argparse.ArgumentParser:
+    """A sub-command's parser: its help line, its `_add_<name>` docstring as the description,
+    and the common --config/--set options."""
+    p = sub.add_parser(name, help=help, description=_doc(add))
+    _common(p)
+    return p
+
+
 def _doc(add) -> str:
     """A sub-command's --help description: its `_add_<name>` function's docstring."""
     return " ".join(add.__doc__.split())
@@ -70,9 +78,8 @@ def _add_evolve(sub: _Subparsers) -> None:
     """Apply one rewriting operation to one instruction with the expert model and print the rewrite
     and the query ledger. Responses are cached: a rerun costs no query.
     """
-    p = sub.add_parser("evolve", help="rewrite one instruction with one operation (expert LLM)",
-                       description=_doc(_add_evolve))
-    _common(p)
+    p = _parser(sub, "evolve",
+                "rewrite one instruction with one operation (expert LLM)", _add_evolve)
     p.add_argument("--instruction", required=True, help="the instruction to rewrite")
     p.add_argument("--action", required=True,
                    help="operation name, e.g. breadth, add_constraints, deepening, "
@@ -100,9 +107,8 @@ def _add_finetune(sub: _Subparsers) -> None:
     ZeRO (CPU: 2 gloo processes; GPU: one per GPU; or Ray Train). Writes a held-out split,
     checkpoints and a Hugging Face model folder.
     """
-    p = sub.add_parser("finetune", help="DeepSpeed ZeRO fine-tuning on a generated dataset",
-                       description=_doc(_add_finetune))
-    _common(p)
+    p = _parser(sub, "finetune",
+                "DeepSpeed ZeRO fine-tuning on a generated dataset", _add_finetune)
     p.add_argument("--data", required=True, metavar="RUN_DIR_OR_DATASET",
                    help="a generation run folder (data.jsonl or dataset/), a .jsonl file or a "
                         "saved datasets folder")
@@ -136,9 +142,8 @@ def _add_evaluate(sub: _Subparsers) -> None:
     human-written reference answers under the model and its base. Writes OUT/results.json,
     OUT/mia.json, OUT/mia-roc.png, OUT/reference.json and logs to W&B (offline by default).
     """
-    p = sub.add_parser("evaluate", help="lm-eval scores and membership-inference AUC",
-                       description=_doc(_add_evaluate))
-    _common(p)
+    p = _parser(sub, "evaluate",
+                "lm-eval scores and membership-inference AUC", _add_evaluate)
     p.add_argument("--model", default=None, metavar="DIR",
                    help="a `teamsrl finetune` --out folder (model/ + split/), or any Hugging "
                         "Face causal-LM folder (no attack then); default: <run_dir>/finetune")
@@ -179,9 +184,8 @@ def _add_report(sub: _Subparsers) -> None:
     Reads whatever stages have written under RUN_DIR (a missing input skips its figure with a
     note) and writes RUN_DIR/report/report.md + PNGs; logs them to W&B.
     """
-    p = sub.add_parser("report", help="one Markdown page with the run's figures",
-                       description=_doc(_add_report))
-    _common(p)
+    p = _parser(sub, "report",
+                "one Markdown page with the run's figures", _add_report)
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (config run_dir)")
     p.set_defaults(handler=_report)
 
@@ -201,9 +205,8 @@ def _add_train_policy(sub: _Subparsers) -> None:
     <run_dir>/policy/checkpoints, the exported policy to <run_dir>/policy/export, metrics to W&B
     (offline by default) and <run_dir>/train-policy-metrics.jsonl.
     """
-    p = sub.add_parser("train-policy", help="train the rewriting policy with RLlib PPO",
-                       description=_doc(_add_train_policy))
-    _common(p)
+    p = _parser(sub, "train-policy",
+                "train the rewriting policy with RLlib PPO", _add_train_policy)
     _address(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint with the next iteration")
@@ -237,9 +240,8 @@ def _add_generate(sub: _Subparsers) -> None:
     <run_dir>/generate/<policy|random> (or --out). Rerun the same command after a crash:
     finished seeds are kept, cached queries are not re-sent.
     """
-    p = sub.add_parser("generate", help="generate the dataset from the policy or the random "
-                       "baseline", description=_doc(_add_generate))
-    _common(p)
+    p = _parser(sub, "generate",
+                "generate the dataset from the policy or the random baseline", _add_generate)
     _address(p)
     p.add_argument("--policy", required=True, metavar="RUN_DIR|EXPORT|random",
                    help="a trained policy (its run dir, policy/export or the export folder) or "
@@ -296,9 +298,8 @@ def _add_pipeline(sub: _Subparsers) -> None:
     reference loss), report (both arms side by side). Finished stages are skipped on a rerun; an
     interrupted stage resumes from its checkpoint or rows.
     """
-    p = sub.add_parser("pipeline", help="run every stage in order (resumable)",
-                       description=_doc(_add_pipeline))
-    _common(p)
+    p = _parser(sub, "pipeline",
+                "run every stage in order (resumable)", _add_pipeline)
     _address(p)
     p.set_defaults(handler=_pipeline)
 
@@ -317,9 +318,8 @@ def _add_sweep(sub: _Subparsers) -> None:
     row per trial: return, queries per kept row, diversity. --set overrides apply to every
     trial; --set run_dir=, name=, max_concurrent_trials=, trial_cpus= set the sweep's own keys.
     """
-    p = sub.add_parser("sweep", help="Ray Tune over action sets (train + generate per trial)",
-                       description=_doc(_add_sweep))
-    _common(p)
+    p = _parser(sub, "sweep",
+                "Ray Tune over action sets (train + generate per trial)", _add_sweep)
     _address(p)
     p.set_defaults(handler=_sweep)
 
@@ -341,9 +341,8 @@ def _add_rollout(sub: _Subparsers) -> None:
     random policy — the Evol-Instruct baseline — and print mean return, reward components,
     action counts and the query ledger.
     """
-    p = sub.add_parser("rollout", help="run the instruction MDP with a fixed policy",
-                       description=_doc(_add_rollout))
-    _common(p)
+    p = _parser(sub, "rollout",
+                "run the instruction MDP with a fixed policy", _add_rollout)
     p.add_argument("--policy", default="random", choices=["random"],
                    help="random: a uniformly random operation at every step")
     p.add_argument("--episodes", type=int, default=20, help="episodes to run")
