@@ -107,8 +107,7 @@ def _add_finetune(sub: _Subparsers) -> None:
     ZeRO (CPU: 2 gloo processes; GPU: one per GPU; or Ray Train). Writes a held-out split,
     checkpoints and a Hugging Face model folder.
     """
-    p = _parser(sub, "finetune",
-                "DeepSpeed ZeRO fine-tuning on a generated dataset", _add_finetune)
+    p = _parser(sub, "finetune", "DeepSpeed ZeRO fine-tuning on a generated dataset", _add_finetune)
     p.add_argument("--data", required=True, metavar="RUN_DIR_OR_DATASET",
                    help="a generation run folder (data.jsonl or dataset/), a .jsonl file or a "
                         "saved datasets folder")
@@ -142,8 +141,7 @@ def _add_evaluate(sub: _Subparsers) -> None:
     human-written reference answers under the model and its base. Writes OUT/results.json,
     OUT/mia.json, OUT/mia-roc.png, OUT/reference.json and logs to W&B (offline by default).
     """
-    p = _parser(sub, "evaluate",
-                "lm-eval scores and membership-inference AUC", _add_evaluate)
+    p = _parser(sub, "evaluate", "lm-eval scores and membership-inference AUC", _add_evaluate)
     p.add_argument("--model", default=None, metavar="DIR",
                    help="a `teamsrl finetune` --out folder (model/ + split/), or any Hugging "
                         "Face causal-LM folder (no attack then); default: <run_dir>/finetune")
@@ -184,8 +182,7 @@ def _add_report(sub: _Subparsers) -> None:
     Reads whatever stages have written under RUN_DIR (a missing input skips its figure with a
     note) and writes RUN_DIR/report/report.md + PNGs; logs them to W&B.
     """
-    p = _parser(sub, "report",
-                "one Markdown page with the run's figures", _add_report)
+    p = _parser(sub, "report", "one Markdown page with the run's figures", _add_report)
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (config run_dir)")
     p.set_defaults(handler=_report)
 
@@ -205,8 +202,7 @@ def _add_train_policy(sub: _Subparsers) -> None:
     <run_dir>/policy/checkpoints, the exported policy to <run_dir>/policy/export, metrics to W&B
     (offline by default) and <run_dir>/train-policy-metrics.jsonl.
     """
-    p = _parser(sub, "train-policy",
-                "train the rewriting policy with RLlib PPO", _add_train_policy)
+    p = _parser(sub, "train-policy", "train the rewriting policy with RLlib PPO", _add_train_policy)
     _address(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint with the next iteration")
@@ -298,8 +294,7 @@ def _add_pipeline(sub: _Subparsers) -> None:
     reference loss), report (both arms side by side). Finished stages are skipped on a rerun; an
     interrupted stage resumes from its checkpoint or rows.
     """
-    p = _parser(sub, "pipeline",
-                "run every stage in order (resumable)", _add_pipeline)
+    p = _parser(sub, "pipeline", "run every stage in order (resumable)", _add_pipeline)
     _address(p)
     p.set_defaults(handler=_pipeline)
 
@@ -318,8 +313,7 @@ def _add_sweep(sub: _Subparsers) -> None:
     row per trial: return, queries per kept row, diversity. --set overrides apply to every
     trial; --set run_dir=, name=, max_concurrent_trials=, trial_cpus= set the sweep's own keys.
     """
-    p = _parser(sub, "sweep",
-                "Ray Tune over action sets (train + generate per trial)", _add_sweep)
+    p = _parser(sub, "sweep", "Ray Tune over action sets (train + generate per trial)", _add_sweep)
     _address(p)
     p.set_defaults(handler=_sweep)
 
@@ -341,8 +335,7 @@ def _add_rollout(sub: _Subparsers) -> None:
     random policy — the Evol-Instruct baseline — and print mean return, reward components,
     action counts and the query ledger.
     """
-    p = _parser(sub, "rollout",
-                "run the instruction MDP with a fixed policy", _add_rollout)
+    p = _parser(sub, "rollout", "run the instruction MDP with a fixed policy", _add_rollout)
     p.add_argument("--policy", default="random", choices=["random"],
                    help="random: a uniformly random operation at every step")
     p.add_argument("--episodes", type=int, default=20, help="episodes to run")
