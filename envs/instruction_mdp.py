@@ -202,12 +202,12 @@ class InstructionMDPEnv(gym.Env):
             nov = R.novelty(vector, refs)
             self._episode_vectors.append(vector)
             self._text = p.rewrite
-        reviewer_queries = int(p.verdict_request is not None) + int(p.graded_request is not None)
+        reviewer_queries = (int(p.verdict_request is not None) + int(p.graded_request is not None)
+                            + p.judge_queries)
         if p.failure and p.failure.kind is FailureKind.TIMEOUT:  # neutral: nothing counted
             parts = R.combine(cfg, verdict=0.0, novelty=0.0, graded=0.0, failed=False,
                               expert_queries=0, reviewer_queries=0)
         else:
-            reviewer_queries += p.judge_queries
             parts = R.combine(cfg, verdict=p.verdict, novelty=nov,
                               graded=R.graded_reward(p.graded), failed=bool(p.failure),
                               expert_queries=int(not stop), reviewer_queries=reviewer_queries,

@@ -113,8 +113,7 @@ class BatchStepper:
             else:
                 scores = judge.validity([p.rewrite for p in group])
             for p, v in zip(group, scores, strict=True):
-                # the embedding judge asks no model; the others one reviewer query per text
-                p.judge_queries = int(judge is not None and judge.config.method != "embedding")
+                p.judge_queries = judge.reviewer_queries_per_text if judge is not None else 0
                 p.env.take_validity(p, v)
 
 

@@ -328,6 +328,11 @@ class ValidityJudge:
             p = self.weights.combined.probability(x)
         return [float(v) for v in p]
 
+    @property
+    def reviewer_queries_per_text(self) -> int:
+        """Reviewer queries `validity` spends per text (the embedding method asks no model)."""
+        return int(self.config.method != "embedding")
+
     def is_valid(self, texts: list[str]) -> list[bool]:
         """Whether each text's validity reaches the threshold."""
         return [v >= self.threshold for v in self.validity(texts)]

@@ -38,7 +38,6 @@ class BatchGenerator:
 
     def __init__(self, config: ExperimentConfig, policy: str, client: LLMService, stage: str,
                  chooser: Chooser | None = None):
-        from teamsrl.embeddings import shared_embedder
         from teamsrl.mdp import make_vector_env
 
         self.config = config
@@ -47,8 +46,7 @@ class BatchGenerator:
         self.arm = arm_of(policy)
         placeholder = SeedSet([Seed("placeholder", "placeholder")], source="<generate>")
         self.venv = make_vector_env(config, client, config.generate.batch_seeds,
-                                    seeds=placeholder,
-                                    embedder=shared_embedder(config.env.embedder))
+                                    seeds=placeholder)
         self.names = self.venv.actions.names
         self.chooser = chooser or Chooser(config, self.names, policy)
 

@@ -8,8 +8,6 @@ engine stand in; the judge's accuracy on real rewrites is tests/integration/test
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from embedding_doubles import HashEmbedder
 
@@ -48,7 +46,7 @@ class FixedJudge:
 
     def __init__(self, validity: float, threshold: float = 0.5) -> None:
         self.validity_value, self.threshold = validity, threshold
-        self.config = SimpleNamespace(method="embedding")
+        self.reviewer_queries_per_text = 0
         self.asked: list[int] = []
 
     def validity(self, texts):
