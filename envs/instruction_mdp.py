@@ -62,10 +62,14 @@ def load_pool(config: EnvConfig) -> SeedSet:
 
 def make_judge(config: EnvConfig, client: LLMService, embedder: Embedder
                ) -> ValidityJudge | None:
-    """The validity judge when the config uses it (the rule or the reward), else None."""
+    """The validity judge when the config uses it (the rule or the reward), else None. It shares
+    the env's embedder when that is the model the judge was trained on."""
     if not (config.reward.invalid_fails or config.reward.validity_weight):
         return None
-    return ValidityJudge.from_config(config.quality, client=client, embedder=embedder)
+    judge = ValidityJudge.from_config(config.quality, client=client)
+    if getattr(embedder, "model_id", None) == judge.weights.embedder:
+        judge.use_embedder(embedder)
+    return judge
 
 
 class InstructionMDPEnv(gym.Env):

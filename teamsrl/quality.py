@@ -13,6 +13,8 @@ one of three methods (`QualityConfig.method`):
   the log-probabilities of "Valid task" vs "Not a task" (one reviewer query per text, cached and
   ledgered like every call).
 - `combined`: the logistic regression with the reviewer's log-odds as one more feature.
+- `auto` (the default): `combined` when the client's reviewer is the model the judge file was
+  fitted to, else `embedding` (`resolve_method`).
 
 The reviewer-based weights and thresholds hold for the reviewer model they were fitted to (the
 judge file names it; another model is refused). With SmolLM2-135M the few-shot verdict alone
@@ -247,18 +249,33 @@ class QualityConfig(BaseModel):
     """How rewrites are judged valid instructions (`ValidityJudge`)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    method: Literal["embedding", "reviewer", "combined"] = Field(
-        "combined", description="embedding: logistic regression on MiniLM embeddings of the "
-        "opening words + cheap features (no LLM query); reviewer: the reviewer's few-shot "
-        "P('Valid task') (one reviewer query per text); combined: the regression with the "
-        "reviewer's log-odds as a feature (one reviewer query per text). Default: the best "
-        "accuracy on the labelled test part (benchmarks/results/validity_judge.json: combined "
-        "0.88, embedding 0.82 with no query, reviewer alone 0.75 = calling everything invalid)")
+    method: Literal["auto", "embedding", "reviewer", "combined"] = Field(
+        "auto", description="embedding: logistic regression on MiniLM embeddings of the "
+        "opening words + cheap features (no LLM query; fits any reviewer); reviewer: the "
+        "reviewer's few-shot P('Valid task') (one reviewer query per text); combined: the "
+        "regression with the reviewer's log-odds as a feature (one reviewer query per text; "
+        "only for the reviewer model the judge file was fitted to). auto (default): combined "
+        "when the client's reviewer is the judge file's reviewer, else embedding — the best "
+        "accuracy on the labelled test part that the reviewer allows "
+        "(benchmarks/results/validity_judge.json: combined 0.88, embedding 0.82, reviewer alone "
+        "0.75 = calling everything invalid)")
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="a text whose validity is below this is judged not "
         "an instruction; None: the method's threshold chosen on the dev set (in the judge file)")
     judge_file: str | None = Field(
         None, description="judge weights (JSON); None: teamsrl/data/validity_judge.json")
+
+
+def resolve_method(method: str, weights: JudgeFile, client: LLMService | None) -> str:
+    """The method `auto` stands for: `combined` when the judge file holds a combined model fitted
+    to the client's reviewer model and this code's reviewer prompt, else `embedding` (fits any
+    reviewer, asks no model). Any other method is returned as it is."""
+    if method != "auto":
+        return method
+    fitted = (weights.combined is not None and client is not None
+              and client.spec(REVIEWER_ROLE).model == weights.reviewer_model
+              and weights.reviewer_prompt == reviewer_prompt_digest())
+    return "combined" if fitted else "embedding"
 
 
 class ValidityJudge:
@@ -270,22 +287,23 @@ class ValidityJudge:
         self.weights = weights
         self.client = client
         self._embedder = embedder
-        if config.method != "embedding":
+        self.method = resolve_method(config.method, weights, client)
+        if self.method != "embedding":
             if client is None:
-                raise ValueError(f"quality.method = {config.method!r}: expected an LLM client "
+                raise ValueError(f"quality.method = {self.method!r}: expected an LLM client "
                                  f"(LLMService) with a {REVIEWER_ROLE!r} role, got None")
             model = client.spec(REVIEWER_ROLE).model
             if model != weights.reviewer_model:
-                raise ValueError(f"quality.method = {config.method!r}: the judge was fitted to "
+                raise ValueError(f"quality.method = {self.method!r}: the judge was fitted to "
                                  f"reviewer {weights.reviewer_model!r}, the client's reviewer is "
-                                 f"{model!r}; retrain with benchmarks/validity_judge.py "
-                                 "--write-judge")
+                                 f"{model!r}; set env.quality.method=embedding (any reviewer) "
+                                 "or retrain with benchmarks/validity_judge.py --write-judge")
             if weights.reviewer_prompt != reviewer_prompt_digest():
                 raise ValueError(f"judge file: reviewer prompt {weights.reviewer_prompt!r} is "
                                  f"not this code's ({reviewer_prompt_digest()!r}); retrain with "
                                  "benchmarks/validity_judge.py --write-judge")
         self.threshold = (config.threshold if config.threshold is not None
-                          else weights.threshold(config.method))
+                          else weights.threshold(self.method))
 
     @classmethod
     def from_config(cls, config: QualityConfig | None = None,
@@ -295,14 +313,23 @@ class ValidityJudge:
         config = config or QualityConfig()
         return cls(config, JudgeFile.load(config.judge_file), client=client, embedder=embedder)
 
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Embed with `embedder` (checked on use: it must be the model the weights were trained
+        on)."""
+        self._embedder = embedder
+
     @property
     def embedder(self) -> Embedder:
         """The embedder the weights were trained with (the shared one unless injected)."""
         if self._embedder is None:
             self._embedder = shared_embedder(self.weights.embedder)
-        if self._embedder.dim != self.weights.embedding_dim:
-            raise ValueError(f"embedder dim {self._embedder.dim}: the judge was trained on "
-                             f"{self.weights.embedder!r} ({self.weights.embedding_dim} dims)")
+        model_id = getattr(self._embedder, "model_id", None)
+        if model_id != self.weights.embedder or self._embedder.dim != self.weights.embedding_dim:
+            raise ValueError(f"validity judge: embedder {model_id!r} ({self._embedder.dim} dims)"
+                             f" is not the model the judge was trained on, "
+                             f"{self.weights.embedder!r} ({self.weights.embedding_dim} dims); a "
+                             "plumbing run with an embedding double sets "
+                             "env.reward.invalid_fails=false and env.reward.validity_weight=0")
         return self._embedder
 
     def features(self, texts: list[str]) -> np.ndarray:
@@ -318,7 +345,7 @@ class ValidityJudge:
         texts = list(texts)
         if not texts:
             return []
-        method = self.config.method
+        method = self.method
         if method == "reviewer":
             p = 1.0 / (1.0 + np.exp(-self.reviewer_logodds(texts)))
         elif method == "embedding":
@@ -331,7 +358,7 @@ class ValidityJudge:
     @property
     def reviewer_queries_per_text(self) -> int:
         """Reviewer queries `validity` spends per text (the embedding method asks no model)."""
-        return int(self.config.method != "embedding")
+        return int(self.method != "embedding")
 
     def is_valid(self, texts: list[str]) -> list[bool]:
         """Whether each text's validity reaches the threshold."""

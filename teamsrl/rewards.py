@@ -78,10 +78,10 @@ class RewardConfig(BaseModel):
     novelty_pool_size: int = Field(256, ge=0, description="recent instructions (from earlier "
                                    "episodes) that novelty is measured against")
     max_rewrite_chars: int = Field(4000, ge=1, description="a longer rewrite fails the rules")
-    validity_weight: float = Field(0.0, description="weight of the validity judge's P(valid "
+    validity_weight: float = Field(0.5, description="weight of the validity judge's P(valid "
                                    "instruction) of a rewrite that passed the rules (0: the "
                                    "judge is not asked for the reward)")
-    invalid_fails: bool = Field(False, description="a rewrite the validity judge scores below "
+    invalid_fails: bool = Field(True, description="a rewrite the validity judge scores below "
                                 "its threshold (env.quality) fails the rules: 'not an "
                                 "instruction' (meta-text, an answer or a fragment in place of "
                                 "a task)")

@@ -57,7 +57,8 @@ def ray_serve(tmp_path_factory):
         port = s.getsockname()[1]
     run_dir = tmp_path_factory.mktemp("serve-run")
     config = load_config(None, [f"run_dir={run_dir}", "llm.expert.max_tokens=24",
-                                "env.reward.cut_rewrite_fails=false"])
+                                "env.reward.cut_rewrite_fails=false",
+                                "env.reward.invalid_fails=false", "env.reward.validity_weight=0"])
     serve_config = ServeConfig(http_port=port, max_batch_size=8, max_ongoing_requests=32)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}})

@@ -6,6 +6,10 @@ import hashlib
 
 import numpy as np
 
+# The validity judge reads the text (MiniLM embeddings, the reviewer): a run on doubles turns it
+# off (its rule and its reward), as a plumbing run must (`ValidityJudge` refuses a double).
+NO_JUDGE = ("env.reward.invalid_fails=false", "env.reward.validity_weight=0")
+
 
 class HashEmbedder:
     """Unit vectors from a digest of the text (the MiniLM shape, 384)."""

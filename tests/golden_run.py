@@ -21,12 +21,15 @@ from pathlib import Path
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 POLICY = GOLDEN / "policy"
+# Recorded before the validity judge was on by default: the golden run keeps it off.
+NO_JUDGE = ["env.reward.invalid_fails=false", "env.reward.validity_weight=0"]
 GENERATE_SETTINGS = ["generate.max_seeds=6", "generate.batch_seeds=2", "env.horizon=2",
                      "llm.expert.max_tokens=20", "generate.answer_max_tokens=16",
-        "generate.drop_cut_answers=false",
-                     "env.reward.cut_rewrite_fails=false",
-                     "generate.dedup.embedding_threshold=0.9", "llm.cache.enabled=false"]
-ROLLOUT_SETTINGS = ["env.horizon=3", "llm.expert.max_tokens=24", "llm.cache.enabled=false"]
+                     "generate.drop_cut_answers=false", "env.reward.cut_rewrite_fails=false",
+                     "generate.dedup.embedding_threshold=0.9", "llm.cache.enabled=false",
+                     *NO_JUDGE]
+ROLLOUT_SETTINGS = ["env.horizon=3", "llm.expert.max_tokens=24", "llm.cache.enabled=false",
+                    *NO_JUDGE]
 
 
 def normalised(line: str) -> str:

@@ -138,6 +138,7 @@ TINY_PIPELINE = [
     "policy.num_epochs=1", "env.horizon=2",
     "generate.max_seeds=4", "generate.batch_seeds=4", "llm.expert.max_tokens=16",
     "env.reward.cut_rewrite_fails=false",  # 16-token rewrites: most are cut; this is plumbing
+    "env.reward.invalid_fails=false", "env.reward.validity_weight=0",  # and not judged
     "generate.answer_max_tokens=16", "generate.drop_cut_answers=false",
     "finetune.max_steps=2", "finetune.save_steps=1", "finetune.max_length=128",
     "finetune.heldout_fraction=0.5",  # >= 2 non-members for the membership attack

@@ -36,7 +36,8 @@ def main(run_dir: str) -> None:
             "policy.num_env_runners=1", "policy.num_envs_per_env_runner=2", "env.horizon=2",
             "policy.train_batch_size=8", "policy.minibatch_size=4", "policy.num_epochs=1",
             "policy.iterations=1", "llm.expert.max_tokens=8", "tracking.mode=disabled",
-            "env.reward.cut_rewrite_fails=false",
+            "env.reward.cut_rewrite_fails=false", "env.reward.invalid_fails=false",
+            "env.reward.validity_weight=0",
         ])
         result = train_policy(config, address=cluster.address, progress=False)
         ledger = QueryLedger(f"{run_dir}/ledger.sqlite")

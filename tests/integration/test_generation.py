@@ -22,6 +22,7 @@ TINY = ["generate.max_seeds=6", "generate.batch_seeds=2", "env.horizon=2",
         "llm.expert.max_tokens=20", "generate.answer_max_tokens=16",
         "generate.drop_cut_answers=false",
         "env.reward.cut_rewrite_fails=false",  # 20-token rewrites, kept even when cut
+        "env.reward.invalid_fails=false", "env.reward.validity_weight=0",  # and not judged
         "generate.dedup.embedding_threshold=0.9"]
 
 

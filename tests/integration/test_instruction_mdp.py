@@ -29,6 +29,7 @@ def small_config(tmp_path, horizon: int = 2, cache: bool = False) -> ExperimentC
     cfg = ExperimentConfig(run_dir=str(tmp_path))
     cfg.llm.expert.max_tokens = 32
     cfg.env.reward.cut_rewrite_fails = False  # 32-token rewrites: plumbing, not quality
+    cfg.env.reward.invalid_fails, cfg.env.reward.validity_weight = False, 0.0  # the judge: below
     cfg.llm.cache.enabled = cache
     cfg.env.horizon = horizon
     return cfg

@@ -37,7 +37,8 @@ def test_killed_env_runner_is_restarted_and_no_count_is_lost(ray_serve, tmp_path
         "serving.route_prefix=/fault", "serving.num_cpus=0.5", "env.horizon=2",
         "policy.num_envs_per_env_runner=2", "policy.train_batch_size=8",
         "policy.minibatch_size=4", "policy.num_epochs=1", "policy.iterations=4",
-        "llm.expert.max_tokens=8", "env.reward.cut_rewrite_fails=false", "tracking.mode=disabled",
+        "llm.expert.max_tokens=8", "env.reward.cut_rewrite_fails=false",
+        "env.reward.invalid_fails=false", "env.reward.validity_weight=0", "tracking.mode=disabled",
     ])
     killed: list[int] = []
     metrics_file = Path(tmp_path) / "train-policy-metrics.jsonl"

@@ -21,6 +21,7 @@ SMALL = [
     "policy.num_envs_per_env_runner=4", "policy.train_batch_size=12", "policy.minibatch_size=6",
     "policy.num_epochs=2", "llm.expert.max_tokens=16", "tracking.mode=offline",
     "env.reward.cut_rewrite_fails=false",  # 16-token rewrites: plumbing
+    "env.reward.invalid_fails=false", "env.reward.validity_weight=0",
 ]
 
 REQUIRED = ["rollout/return_mean", "reward/verdict", "reward/novelty", "reward/failure",

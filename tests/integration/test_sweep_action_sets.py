@@ -20,6 +20,7 @@ TINY = [
     # its own app name and half a CPU: fits beside the session's shared Serve fixture
     "serving.app_name=teamsrl-llm-sweep", "serving.route_prefix=/sweep", "serving.num_cpus=0.5",
     "env.horizon=2", "llm.expert.max_tokens=8", "env.reward.cut_rewrite_fails=false",
+    "env.reward.invalid_fails=false", "env.reward.validity_weight=0",
     "policy.iterations=1",
     "policy.num_envs_per_env_runner=2", "policy.train_batch_size=4", "policy.minibatch_size=2",
     "policy.num_epochs=1", "generate.max_seeds=2", "generate.batch_seeds=2",

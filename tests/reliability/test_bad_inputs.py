@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from embedding_doubles import HashEmbedder
+from embedding_doubles import NO_JUDGE, HashEmbedder
 from reliability_doubles import FixedReplyEngine
 
 from teamsrl.cli import main
@@ -371,7 +371,7 @@ def _env_with(tmp_path, reply: str):
     client = LLMClient({"expert": engine, "reviewer": engine},
                        cache=ResponseCache(tmp_path / "llm-cache.sqlite"),
                        ledger=QueryLedger(tmp_path / "ledger.sqlite"))
-    env = make_env(ExperimentConfig(), client, embedder=HashEmbedder())
+    env = make_env(load_config(None, list(NO_JUDGE)), client, embedder=HashEmbedder())
     env.reset(seed=1, options={"instruction": "Name a river."})
     return env, engine, client
 

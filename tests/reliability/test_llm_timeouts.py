@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from embedding_doubles import HashEmbedder
+from embedding_doubles import NO_JUDGE, HashEmbedder
 from reliability_doubles import SleepingEngine, ThreadHandle
 
 from envs.stepper import BatchStepper
-from teamsrl.config import ExperimentConfig, load_config
+from teamsrl.config import load_config
 from teamsrl.llm.client import LLMClient
 from teamsrl.llm.engine import LLMTimeoutError
 from teamsrl.llm.ledger import QueryLedger
@@ -32,7 +32,7 @@ TIMEOUT = Failure(FailureKind.TIMEOUT)
 def _served(tmp_path, engine, retries: int):
     local = LLMClient({"expert": engine, "reviewer": engine},
                       ledger=QueryLedger(tmp_path / "ledger.sqlite", stage="test"))
-    config = ExperimentConfig()
+    config = load_config(None, list(NO_JUDGE))
     client = ServeLLMClient(ThreadHandle(local), config.llm, timeout_s=TIMEOUT_S, stage="test",
                             timeout_retries=retries)
     client.count_tokens = lambda role, text: len(text.split())  # no tokenizer load needed
@@ -40,7 +40,7 @@ def _served(tmp_path, engine, retries: int):
 
 
 def _envs(client, instructions):
-    config = ExperimentConfig()
+    config = load_config(None, list(NO_JUDGE))
     envs = [make_env(config, client, embedder=HashEmbedder(), seed=i)
             for i in range(len(instructions))]
     for env, text in zip(envs, instructions, strict=True):

@@ -11,7 +11,7 @@ import random
 
 import numpy as np
 import pytest
-from embedding_doubles import HashEmbedder
+from embedding_doubles import NO_JUDGE, HashEmbedder
 
 from teamsrl.config import ConfigError, load_config
 from teamsrl.generation.choose import Chooser
@@ -99,7 +99,7 @@ APOLOGY = "I'm sorry, I cannot do that."
 def test_failed_evolutions_dropped_with_reason_counted(tmp_path, monkeypatch):
     monkeypatch.setattr("teamsrl.embeddings.shared_embedder", lambda *a, **k: HashEmbedder())
     config = load_config(None, [f"run_dir={tmp_path}", "env.horizon=3",
-                                "generate.batch_seeds=4"])
+                                "generate.batch_seeds=4", *NO_JUDGE])
     engine = PlantedEngine()
     client = LLMClient({"expert": engine, "reviewer": engine})
     gen = BatchGenerator(config, "random", client, "generate-random")

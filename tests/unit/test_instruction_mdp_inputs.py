@@ -12,12 +12,12 @@ import json
 
 import numpy as np
 import pytest
-from embedding_doubles import HashEmbedder
+from embedding_doubles import NO_JUDGE, HashEmbedder
 
 import envs
 from envs.config import EnvConfig
 from envs.instruction_mdp import InstructionMDPEnv, derive_seed
-from teamsrl.config import ConfigError, ExperimentConfig
+from teamsrl.config import ConfigError, ExperimentConfig, load_config
 from teamsrl.llm.client import LLMClient
 from teamsrl.llm.schema import ChatResponse, ScoreResponse
 from teamsrl.mdp import make_env as experiment_env
@@ -52,7 +52,8 @@ class RecordingEngine:
 def make_env(cfg=None, engine=None, **kw):
     engine = engine or RecordingEngine()
     client = LLMClient({"expert": engine, "reviewer": engine})
-    return experiment_env(cfg or ExperimentConfig(), client, embedder=HashEmbedder(), **kw), engine
+    cfg = cfg or load_config(None, list(NO_JUDGE))
+    return experiment_env(cfg, client, embedder=HashEmbedder(), **kw), engine
 
 
 def test_registered_with_horizon_time_limit():
@@ -73,7 +74,7 @@ def test_spaces_and_reset_observation():
 
 
 def test_step_info_rewards_and_truncation():
-    cfg = ExperimentConfig()
+    cfg = load_config(None, list(NO_JUDGE))
     cfg.env.horizon = 2
     env, engine = make_env(cfg)
     env.reset(seed=0)
@@ -92,7 +93,7 @@ def test_step_info_rewards_and_truncation():
 
 
 def test_stop_ends_the_episode_without_a_query():
-    cfg = ExperimentConfig()
+    cfg = load_config(None, list(NO_JUDGE))
     cfg.actions.include_stop = True
     env, engine = make_env(cfg)
     env.reset(seed=0)
@@ -129,7 +130,7 @@ def test_seeded_reset_restarts_episode_count_and_request_seeds():
 def test_vector_step_sends_one_batch_per_role():
     engine = RecordingEngine()
     client = LLMClient({"expert": engine, "reviewer": engine})
-    venv = make_vector_env(ExperimentConfig(), client, 4, embedder=HashEmbedder())
+    venv = make_vector_env(load_config(None, list(NO_JUDGE)), client, 4, embedder=HashEmbedder())
     obs, infos = venv.reset(seed=1)
     assert obs.shape == (4, 391) and venv.num_envs == 4
     venv.step(np.array([0, 1, 2, 3]))
@@ -138,7 +139,7 @@ def test_vector_step_sends_one_batch_per_role():
 
 def test_vector_next_step_autoreset():
     engine = RecordingEngine()
-    cfg = ExperimentConfig()
+    cfg = load_config(None, list(NO_JUDGE))
     cfg.env.horizon = 1
     venv = make_vector_env(cfg, LLMClient({"expert": engine, "reviewer": engine}), 2,
                            embedder=HashEmbedder())
@@ -211,7 +212,9 @@ def test_the_env_takes_its_own_config_not_an_experiment():
     with pytest.raises(TypeError, match="expected an EnvConfig, got dict"):
         InstructionMDPEnv(ExperimentConfig().model_dump(), client=client,
                           embedder=HashEmbedder())
-    env = InstructionMDPEnv(EnvConfig(horizon=2), client=client, embedder=HashEmbedder())
+    env = InstructionMDPEnv(EnvConfig(horizon=2, reward={"invalid_fails": False,
+                                                         "validity_weight": 0}),
+                            client=client, embedder=HashEmbedder())
     assert env.config.horizon == 2 and env.actions.names[0] == "breadth"
 
 
@@ -221,7 +224,7 @@ def write_lines(path, lines):
 
 
 def seeded_cfg(path):
-    cfg = ExperimentConfig()
+    cfg = load_config(None, list(NO_JUDGE))
     cfg.env.seed_file = str(path)
     return cfg
 

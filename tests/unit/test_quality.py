@@ -24,10 +24,17 @@ from teamsrl.quality import (
     cheap_features,
     feature_names,
     opening,
+    resolve_method,
     reviewer_prompt_digest,
     reviewer_request,
 )
 from tests.embedding_doubles import HashEmbedder
+
+
+class MiniLMShaped(HashEmbedder):
+    """The hash double under MiniLM's name: the judge's arithmetic, not its accuracy, is tested."""
+
+    model_id = "embedded:all-minilm-l6-v2"
 
 TEXTS = ["Describe how a rainbow forms, step by step.",
          "Here's a rewritten version of the instruction:",
@@ -46,7 +53,7 @@ def small_judge_file(coef_sign: float = 1.0) -> JudgeFile:
 
 def test_config_defaults_and_bad_values_name_the_key():
     cfg = QualityConfig()
-    assert cfg.method in ("embedding", "reviewer", "combined") and cfg.threshold is None
+    assert cfg.method == "auto" and cfg.threshold is None
     with pytest.raises(ValidationError, match="method"):
         QualityConfig(method="vibes")
     with pytest.raises(ValidationError, match="threshold"):
@@ -58,7 +65,7 @@ def test_config_defaults_and_bad_values_name_the_key():
 
 
 def test_shipped_judge_loads_and_scores_with_the_hash_embedder():
-    judge = ValidityJudge.from_config(QualityConfig(method="embedding"), embedder=HashEmbedder())
+    judge = ValidityJudge.from_config(QualityConfig(method="embedding"), embedder=MiniLMShaped())
     scores = judge.validity(TEXTS)
     assert len(scores) == 3 and all(isinstance(s, float) and 0.0 < s < 1.0 for s in scores)
     assert judge.validity([]) == []
@@ -80,7 +87,7 @@ def test_shipped_judge_matches_this_code():
 def small_judge(path, threshold: float | None = None) -> ValidityJudge:
     """The embedding judge of the file at `path`, on the hash embedder."""
     config = QualityConfig(method="embedding", judge_file=str(path), threshold=threshold)
-    return ValidityJudge.from_config(config, embedder=HashEmbedder())
+    return ValidityJudge.from_config(config, embedder=MiniLMShaped())
 
 
 def test_threshold_override_and_is_valid(tmp_path):
@@ -124,12 +131,15 @@ def test_judge_file_errors(tmp_path):
         small_judge_file().threshold("combined")
 
 
-def test_wrong_embedder_width_is_refused(tmp_path):
-    class Narrow(HashEmbedder):
+def test_another_embedder_or_width_is_refused(tmp_path):
+    class Narrow(MiniLMShaped):
         dim = 16
 
     judge = ValidityJudge.from_config(QualityConfig(method="embedding"), embedder=Narrow())
-    with pytest.raises(ValueError, match="embedder dim 16"):
+    with pytest.raises(ValueError, match=r"embedder 'embedded:all-minilm-l6-v2' \(16 dims\)"):
+        judge.validity(TEXTS)
+    judge = ValidityJudge.from_config(QualityConfig(method="embedding"), embedder=HashEmbedder())
+    with pytest.raises(ValueError, match="embedder None .* is not the model the judge was"):
         judge.validity(TEXTS)
     with pytest.raises(ValueError, match="expected 778 feature columns, got 3"):
         small_judge_file().embedding.probability(np.zeros((1, 3)))
@@ -170,3 +180,29 @@ def test_reviewer_request_is_few_shot_and_ends_with_the_text():
     assert set(answers) == set(REVIEWER_CANDIDATES)
     assert "x" * 2000 in reviewer_request("x" * 5000).messages[-1]["content"]
     assert "x" * 2001 not in reviewer_request("x" * 5000).messages[-1]["content"]
+
+
+class _Client:
+    """Only what `resolve_method` reads: the reviewer's model name."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def spec(self, role):
+        return type("Spec", (), {"model": self.model})()
+
+
+def test_auto_is_combined_only_for_the_reviewer_the_judge_was_fitted_to():
+    weights = JudgeFile.load()
+    fitted = _Client(weights.reviewer_model)
+    assert resolve_method("auto", weights, fitted) == "combined"
+    assert resolve_method("auto", weights, _Client("meta-llama/Llama-3.1-70B")) == "embedding"
+    assert resolve_method("auto", weights, None) == "embedding"
+    assert resolve_method("reviewer", weights, None) == "reviewer"  # explicit: as it is
+    judge = ValidityJudge(QualityConfig(), weights, client=fitted)
+    assert judge.method == "combined" and judge.reviewer_queries_per_text == 1
+    assert judge.threshold == weights.combined.threshold
+    other = ValidityJudge(QualityConfig(), weights, client=_Client("other"))
+    assert other.method == "embedding" and other.threshold == weights.embedding.threshold
+    with pytest.raises(ValueError, match="set env.quality.method=embedding"):
+        ValidityJudge(QualityConfig(method="combined"), weights, client=_Client("other"))

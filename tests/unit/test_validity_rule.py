@@ -9,7 +9,7 @@ engine stand in; the judge's accuracy on real rewrites is tests/integration/test
 from __future__ import annotations
 
 import pytest
-from embedding_doubles import HashEmbedder
+from embedding_doubles import NO_JUDGE, HashEmbedder
 
 from teamsrl.config import load_config
 from teamsrl.generation.episodes import BatchGenerator
@@ -93,11 +93,21 @@ def test_rule_off_keeps_a_low_scored_rewrite_with_its_small_reward():
         pytest.approx(0.2)
 
 
-def test_judge_is_off_unless_the_rule_or_the_reward_uses_it():
+def test_judge_is_on_by_default_and_off_unless_the_rule_or_the_reward_uses_it(monkeypatch):
+    monkeypatch.setattr("teamsrl.quality.shared_embedder", lambda *a, **k: HashEmbedder())
     engine = Engine()
     client = LLMClient({"expert": engine, "reviewer": engine})
-    off = make_env(load_config(None, []), client, embedder=HashEmbedder())
-    assert off.judge is None  # defaults: rule and reward off until measured (issue 15)
+    config = load_config(None, [])
+    assert config.env.reward.invalid_fails and config.env.reward.validity_weight == 0.5
+    on = make_env(config, client, embedder=HashEmbedder())
+    # 'auto': the shipped judge was fitted to SmolLM2, this reviewer is 'fixed' -> embedding
+    assert on.judge is not None and on.judge.method == "embedding"
+    assert on.judge.reviewer_queries_per_text == 0
+    on.reset(seed=0)
+    with pytest.raises(ValueError, match="env.reward.invalid_fails=false"):
+        on.step(0)  # a hash double is not the judge's MiniLM: refused, never scored
+    off = make_env(load_config(None, list(NO_JUDGE)), client, embedder=HashEmbedder())
+    assert off.judge is None
     off.reset(seed=0)
     assert off.step(0)[4]["validity"] is None
 
@@ -119,6 +129,7 @@ def test_the_vector_env_judges_a_step_in_one_batch():
 def test_answers_cut_at_their_budget_are_dropped_by_default(tmp_path, monkeypatch, drop):
     monkeypatch.setattr("teamsrl.embeddings.shared_embedder", lambda *a, **k: HashEmbedder())
     config = load_config(None, [f"run_dir={tmp_path}", "env.horizon=1", "generate.batch_seeds=2",
+                                *NO_JUDGE,
                                 *([] if drop else ["generate.drop_cut_answers=false"])])
     assert config.generate.drop_cut_answers is drop
     engine = Engine(cut=True)
