@@ -267,7 +267,11 @@ def _add_compare(sub: _Subparsers) -> None:
     """Rows kept, expert and reviewer requests (generation, policy training and total), requests
     per kept row, ledger queries and cache hits, diversity (mean pairwise embedding distance,
     distinct-2) and drop reasons of two `teamsrl generate` output folders, recomputed from their
-    files.
+    files; and validity: the share of kept rows judged valid instructions with a 95% bootstrap
+    interval over rows (a row's validity recorded during generation against the run's judge
+    threshold; a row the run did not judge scored now by the judge's embedding method, no LLM
+    query; the last lines say which), and the share of all steps that failed as "not an
+    instruction".
     """
     p = sub.add_parser("compare", help="compare two generation runs side by side",
                        description=_doc(_add_compare))

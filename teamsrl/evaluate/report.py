@@ -3,7 +3,9 @@
     teamsrl report runs/quickstart        # -> runs/quickstart/report/report.md + *.png
 
 Reads what the stages wrote (a missing or unreadable input skips its figure with a note):
-`train-policy-metrics.jsonl` (PPO), `generate/{policy,random}/summary.json` (datasets),
+`train-policy-metrics.jsonl` (PPO), `generate/{policy,random}/summary.json` (datasets) and their
+`rows.jsonl` + `data.jsonl` (each arm's share of kept rows judged valid instructions, the steps
+that failed as "not an instruction", and the first seeds' evolution chains to read),
 `finetune/<arm>/metrics.jsonl` (SFT loss), `eval/<arm>/{results,mia,reference}.json` (scores,
 attack, reference loss) — one column per arm, the paper's table: the model fine-tuned on the
 policy's data beside the one fine-tuned on the Evol-Instruct baseline's. A run evaluated with
@@ -14,6 +16,8 @@ The figures also go to W&B (offline by default) as the run's `report` job.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from teamsrl.evaluate import figures
@@ -23,9 +27,18 @@ from teamsrl.evaluate.report_parts import (
     arm_folders,
     fmt,
     is_number,
+    md_table,
     read_json,
     read_jsonl,
     rel,
+)
+from teamsrl.generation.chains import CHAIN_COLUMNS, SEEDS_SHOWN, chain_steps
+from teamsrl.generation.compare import (
+    CONFIDENCE,
+    ValidityScorer,
+    embedding_judge,
+    read_generation,
+    validity_share,
 )
 from teamsrl.layout import ARMS, RunLayout
 
@@ -55,7 +68,8 @@ def ppo_sections(run_dir: Path, out: Path) -> list[Section]:
     ppo.figure = figures.ppo_curves(iters, [r["rollout/return_mean"] for r in rows],
                                     components, out / "ppo-return.png")
     ppo.caption = ("Left: mean episode return per PPO iteration. Right: each reward component "
-                   "(verdict, novelty, failure penalty, query cost, ...) averaged per env step.")
+                   f"({', '.join(sorted(components))}) averaged per env step; validity is "
+                   "the judge's P(valid instruction) times its weight.")
     last = rows[-1]
     ppo.lines.append(f"{len(rows)} iterations; last return {last['rollout/return_mean']:.3f}"
                      + (f", expert queries {int(last['queries/expert'])}, reviewer queries "
@@ -115,6 +129,52 @@ def generation_section(run_dir: Path, out: Path) -> Section:
     return sec
 
 
+def data_sections(run_dir: Path, out: Path,
+                  rescore: Callable[[], ValidityScorer] = embedding_judge) -> list[Section]:
+    """Per arm: kept rows judged valid instructions and steps failed as not an instruction; and
+    the first seeds' evolution chains, for a person to read (`rescore`: see `validity_share`)."""
+    valid = Section("Instruction validity per arm", draws=False)
+    chains = Section("Evolution chains: the first seeds of each arm", draws=False)
+    cells = []
+    for arm in ARMS:
+        folder = RunLayout.of(run_dir).generation(arm)
+        try:
+            rows, kept = read_generation(folder.root)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            note = f"- `{arm}`: not shown ({type(e).__name__}: {e})."
+            valid.lines.append(note)
+            chains.lines += [f"### `{arm}`", "", note, ""]
+            continue
+        steps = chain_steps(rows, {r.row_id for r in kept})
+        chains.lines += [f"### `{arm}`", "", *md_table(list(CHAIN_COLUMNS),
+                                                        [s.cells() for s in steps], "lrllrrl"), ""]
+        try:
+            share = validity_share(rows, kept, folder.config, rescore)
+        except Exception as e:  # e.g. the judge's model is not there: the chains still show
+            valid.lines.append(f"- `{arm}`: validity not computed ({type(e).__name__}: {e}).")
+            continue
+        cells.append([arm, f"{share.share:.3f} ({share.valid} of {share.kept})",
+                      share.interval(), f"{share.not_instruction_share:.3f} "
+                      f"({share.not_instruction} of {share.steps})", share.method()])
+    if cells:
+        valid.lines[:0] = [*md_table(["arm", "kept rows judged valid", f"{CONFIDENCE:.0%} "
+                                      "interval", 'steps failed as "not an instruction"',
+                                      "judged by"], cells, "lrrrl"), ""]
+    valid.lines.append(
+        "Kept rows (data.jsonl) whose validity, the judge's P(valid instruction), reaches the "
+        f"judge's threshold, with a {CONFIDENCE:.0%} percentile bootstrap interval over rows; "
+        "a row judged during generation counts by its recorded validity and the run's judge "
+        "(env.quality of its config.yaml), a row the run did not judge is scored now by the "
+        "judge's embedding method (no LLM query). The next column is the share of all "
+        "evolution steps (rows.jsonl) the judge failed as not an instruction. With "
+        "env.reward.invalid_fails on, every judged kept row passed already (share 1 by "
+        "construction) and that column tells the arms apart.")
+    chains.lines[:0] = [f"The first {SEEDS_SHOWN} seeds in seed order of each arm: the seed "
+                        "(step 0), then each step's operation, rewrite (cut), the reviewer's "
+                        "verdict, the judge's validity (– not judged) and what became of it.", ""]
+    return [valid, chains]
+
+
 def sft_section(run_dir: Path, out: Path) -> Section:
     """Fine-tuning loss per optimizer step, one curve per arm."""
     sec = Section("Supervised fine-tuning")
@@ -151,9 +211,10 @@ def sft_section(run_dir: Path, out: Path) -> Section:
 def render(run_dir: Path, sections: list[Section]) -> str:
     """The Markdown page."""
     drawn = sum(s.figure is not None for s in sections)
+    expected = sum(s.draws for s in sections)
     lines = [f"# Run report: {run_dir.name}", "",
              f"Run folder `{run_dir}`; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-             f" by `teamsrl report`; {drawn} of {len(sections)} figures drawn.", ""]
+             f" by `teamsrl report`; {drawn} of {expected} figures drawn.", ""]
     for i, s in enumerate(sections, 1):
         lines += [f"## {i}. {s.title}", ""]
         if s.figure is not None:
@@ -163,8 +224,10 @@ def render(run_dir: Path, sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-def build_report(run_dir: str | Path, config=None) -> Path:
-    """Write `<run_dir>/report/report.md` and its PNGs; returns the page's path."""
+def build_report(run_dir: str | Path, config=None,
+                 rescore: Callable[[], ValidityScorer] = embedding_judge) -> Path:
+    """Write `<run_dir>/report/report.md` and its PNGs; returns the page's path (`rescore`
+    scores kept rows a generation run did not judge: `validity_share`)."""
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():
         raise FileNotFoundError(f"RUN_DIR {str(run_dir)!r}: not a folder; expected a run "
@@ -173,14 +236,15 @@ def build_report(run_dir: str | Path, config=None) -> Path:
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()  # a figure whose input has gone must not linger from an older report
-    builders = [ppo_sections, generation_section, sft_section, eval_sections]
+    builders = [ppo_sections, generation_section, partial(data_sections, rescore=rescore),
+                sft_section, eval_sections]
     sections: list[Section] = []
     for build in builders:
         try:
             made = build(run_dir, out)
         except Exception as e:  # one broken input must not cost the rest of the page
-            made = Section(build.__name__.replace("_", " "),
-                           [f"_Skipped: {type(e).__name__}: {e}_"])
+            name = getattr(build, "func", build).__name__
+            made = Section(name.replace("_", " "), [f"_Skipped: {type(e).__name__}: {e}_"])
         sections += made if isinstance(made, list) else [made]
     page = out / "report.md"
     page.write_text(render(run_dir, sections), encoding="utf-8")

@@ -12,6 +12,7 @@ from teamsrl.layout import ARMS
 
 STANDALONE = "fine-tuned"  # the column of a run evaluated with the standalone defaults
 
+
 @dataclass
 class Section:
     """One part of the page: a title, text lines, and the figure (or why there is none)."""
@@ -20,6 +21,7 @@ class Section:
     lines: list[str] = field(default_factory=list)
     figure: Path | None = None
     caption: str = ""
+    draws: bool = True  # False: a table-only section, not counted in "N of M figures drawn"
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -70,3 +72,16 @@ def fmt(v: Any) -> str:
     return "–" if v is None else str(v)
 
 
+def md_cell(v: Any) -> str:
+    """A value as one Markdown table cell: `fmt`, then `|` escaped, HTML's `&<>` as entities
+    (a rewrite's `<b>` stays text) and line breaks as `<br>`."""
+    text = fmt(v).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def md_table(header: list[str], rows: list[list[Any]], align: str = "") -> list[str]:
+    """The lines of a Markdown table; `align` holds one character per column, `r` for a
+    right-aligned one (default: all left)."""
+    rule = ["---:" if align[i:i + 1] == "r" else "---" for i in range(len(header))]
+    return [f"| {' | '.join(md_cell(h) for h in header)} |", f"| {' | '.join(rule)} |",
+            *(f"| {' | '.join(md_cell(v) for v in row)} |" for row in rows)]

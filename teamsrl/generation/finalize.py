@@ -1,6 +1,7 @@
 """The end of a generation run: near-duplicate removal, data.jsonl + dataset/, the summary
 (counts, drop reasons, diversity, the diversity-vs-queries curve, the ledger of this arm and the
-policy's training cost) and the dataset card."""
+policy's training cost), the dataset card, and the W&B run of the arm (`track`: the counts and
+a few seeds' evolution chains as a table, job `generate-<arm>`, files under the arm's folder)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from teamsrl.config import ExperimentConfig
 from teamsrl.generation.card import write_card
+from teamsrl.generation.chains import CHAIN_COLUMNS, chain_steps
 from teamsrl.generation.episodes import arm_of
 from teamsrl.generation.filters import deduplicate, diversity
 from teamsrl.generation.rows import Row
@@ -50,7 +52,29 @@ def finalize(config: ExperimentConfig, out: GenerationLayout, policy: str, rows:
         "policy_training": training_queries(policy),
     }
     write_card(out, config, result)
+    track(config, out, result, rows, {r.row_id for r in kept})
     return result
+
+
+def track(config: ExperimentConfig, out: GenerationLayout, summary: dict, rows: list[Row],
+          kept_ids: set[str]) -> None:
+    """Log the arm's counts and its first seeds' evolution chains (`chain_steps`) as the W&B
+    table `generate/chains` (job `generate-<arm>`, run files under the arm's folder)."""
+    from teamsrl.tracking import Tracker
+
+    tracker = Tracker(config.model_copy(update={"run_dir": str(out.root)}),
+                      f"generate-{summary['arm']}")
+    steps = chain_steps(rows, kept_ids)
+    tracker.log({"generate/rows_total": summary["rows_total"],
+                 "generate/rows_kept": summary["rows_kept"],
+                 "generate/expert_queries": summary["queries"]["expert"],
+                 "generate/chain_lines": len(steps)}, step=0)
+    if tracker.run is not None:
+        import wandb
+
+        table = wandb.Table(columns=list(CHAIN_COLUMNS), data=[s.cells() for s in steps])
+        tracker.run.log({"generate/chains": table}, step=0)
+    tracker.finish()
 
 
 def write_data(out: GenerationLayout, kept: list[Row]) -> None:

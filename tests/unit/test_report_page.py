@@ -1,8 +1,10 @@
 """`teamsrl report` on a synthetic run folder (tests/fixtures/report_run, every stage's format,
 both arms fine-tuned and evaluated) and on folders with inputs missing or broken: the page is
-written, the PNGs are real images, the Markdown names every figure, both arms stand side by side
-with their "fine-tuned minus base" reference loss, an attack on too few non-members is called
-not informative, and a missing input becomes a note, not a crash."""
+written, the PNGs are real images, the Markdown names every figure, the reward panel lists every
+component (validity included), each arm's validity share and first seeds' evolution chains are
+tables, both arms stand side by side with their "fine-tuned minus base" reference loss, an attack
+on too few non-members is called not informative, and a missing input becomes a note, not a
+crash."""
 
 from __future__ import annotations
 
@@ -49,6 +51,21 @@ def test_report_draws_every_figure_and_names_it(tmp_path, capsys):
     assert "7 of 7 figures drawn" in text
     assert "1 unreadable line(s) of train-policy-metrics.jsonl skipped" in text
     assert "| policy | 150 | 240 | 216 | 1.60 |" in text  # generation table, queries per row
+    # the reward panel draws every `reward/*` column of the metrics, the judge's validity too
+    assert ("Right: each reward component (cost, failure, graded, novelty, validity, verdict) "
+            "averaged per env step") in text
+    assert ("| policy | 1.000 (6 of 6) | [1.000, 1.000] | 0.182 (2 of 11) | 6 kept rows by the "
+            "validity recorded during generation (embedding judge, valid at &gt;= 0.500) |") in text
+    assert "| random | 0.667 (4 of 6) | [0.333, 1.000] | 0.000 (0 of 8) |" in text
+    chains = text.split("Evolution chains")[1]
+    assert chains.index("### `policy`") < chains.index("### `random`")
+    assert ("| seed_task_9 | 3 | concretizing | Give three tips \\| for a night-shift nurse<br>"
+            "staying healthy, each under 20 words. | 0.770 | 0.880 | kept |") in chains
+    assert "Describe how &lt;b&gt;leaves&lt;/b&gt; turn" in chains
+    assert ("| seed_task_2 | 2 | deepening | Name two rivers in Europe that cross a capital city "
+            "and the capitals they cross. | 0.720 | 0.890 | dropped: answer apology |") in chains
+    assert "| 0.800 | 0.910 | dropped: near-duplicate (removed at the end) |" in chains
+    assert "seed_task_30" not in chains  # the first three seeds only
     assert "not** ARC or HellaSwag" in text
     # the paper's table: one column per arm, every figure of both
     assert "| | `policy` | `random` |" in text
@@ -87,6 +104,8 @@ def test_missing_inputs_skip_their_figures_with_a_note(tmp_path):
     assert "3 of 7 figures drawn" in text
     assert "`random`: generate/random/summary.json not found" in text
     assert "`policy`: generate/policy/summary.json unreadable" in text
+    assert "- `random`: not shown (FileNotFoundError:" in text  # no rows.jsonl: a note
+    assert "| policy | 1.000 (6 of 6) |" in text  # the other arm's rows still count
     assert "finetune/metrics.jsonl not found" in text
     assert "- `policy`: eval/policy/mia.json unreadable" in text
     assert "- `random`: eval/random/results.json not found." in text
@@ -99,6 +118,36 @@ def test_empty_run_dir_gives_a_page_of_notes(tmp_path):
     text = build_report(tmp_path).read_text()
     assert "0 of 7 figures drawn" in text and "![" not in text
     assert text.count("_Skipped") >= 5
+
+
+def test_rows_the_run_did_not_judge_are_scored_by_the_injected_judge(tmp_path):
+    """An older run (no `validity` in its rows): its kept rows go through the scorer `rescore`
+    gives (the embedding judge by default), and the page says so."""
+    import json
+    from types import SimpleNamespace
+
+    from teamsrl.evaluate.report import build_report
+
+    run = _run_dir(tmp_path)
+    for name in ("rows.jsonl", "data.jsonl"):
+        path = run / "generate" / "random" / name
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({**r, "validity": None} if "validity" in r else r)
+                                + "\n" for r in records))
+    asked: list[str] = []
+
+    def score(texts: list[str]) -> list[float]:
+        asked.extend(texts)
+        return [0.1 if t.startswith(("Sure", "including")) else 0.9 for t in texts]
+
+    text = build_report(run, rescore=lambda: SimpleNamespace(
+        method="embedding", threshold=0.47, validity=score)).read_text()
+    assert len(asked) == 6  # the random arm's kept rows; the policy arm's are judged
+    assert ("| random | 0.667 (4 of 6) | [0.333, 1.000] | 0.000 (0 of 8) | 6 kept rows not "
+            "judged by the run, scored now (embedding judge, valid at &gt;= 0.470; no LLM query "
+            "when embedding) |") in text
+    assert "| seed_task_9 | 2 | breadth | Sure! Here are three tips for staying healthy. | " \
+           "0.550 | – | kept |" in text
 
 
 def test_report_on_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
@@ -139,6 +188,7 @@ def test_a_standalone_evaluation_is_one_column(tmp_path):
             f.rename(run / stage / f.name)
         (run / stage / "policy").rmdir()
     text = build_report(run).read_text()
-    assert "| | `fine-tuned` |" in text and "`random`" not in text.split("## 4.")[1]
+    evaluation = text.split("Fine-tuned models side by side")[1]
+    assert "| | `fine-tuned` |" in text and "`random`" not in evaluation
     assert "| **reference loss, fine-tuned minus base** | **-0.412 [-0.530, -0.301]** |" in text
     assert "7 of 7 figures drawn" in text
