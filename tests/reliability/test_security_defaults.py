@@ -214,6 +214,7 @@ def test_planted_api_key_reaches_no_generation_artefact(tmp_path, fake_openai, m
     config = load_config(None, [
         f"run_dir={run}", "tracking.mode=offline", "env.horizon=1", "generate.max_seeds=2",
         "generate.batch_seeds=2", "llm.expert.engine=openai", "llm.reviewer.engine=openai",
+        "env.reward.invalid_fails=false", "env.reward.validity_weight=0",  # the fake's text
         *(f"llm.{role}.{s}" for role in ("expert", "reviewer") for s in remote)])
     summary = run_generation(config, "random", progress=False)
     assert summary["rows_total"] == 2 and summary["queries"]["expert"] >= 2
