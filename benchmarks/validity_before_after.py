@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--judge-dir", type=Path, default=Path("runs/validity-before-after"),
                         help="cache and ledger of the judge's reviewer queries (not a run's)")
     parser.add_argument("--sample", type=int, default=50, help="kept rows labelled by hand")
-    parser.add_argument("--hand-phases", nargs="+", default=["after"],
+    parser.add_argument("--hand-phases", nargs="+", default=["before", "after"],
                         help="phases whose kept rows get a hand-labelled sample")
     add_out_argument(parser, "validity_before_after")
     args = parser.parse_args()
