@@ -65,15 +65,15 @@ def test_embedding_judge_reaches_the_recorded_accuracy(items, recorded):
 
 def test_default_judge_is_the_chosen_one_and_reproduces_its_scores(items, recorded,
                                                                    embedded_client):
-    """The default (combined) judge, through the client, on every 5th test item (a full pass
-    costs the reviewer ~4-8 s a text on 2 busy cores): the recorded per-item validity, hence its
-    accuracy; flipped weights do not."""
-    assert QualityConfig().method == recorded["chosen"] == "combined"
+    """The default judge ('auto': combined with the SmolLM2 reviewer it was fitted to), through
+    the client, on every 5th test item (a full pass costs the reviewer ~4-8 s a text on 2 busy
+    cores): the recorded per-item validity, hence its accuracy; flipped weights do not."""
+    assert QualityConfig().method == "auto" and recorded["chosen"] == "combined"
     expected = recorded["candidates"]["combined"]
     picked = list(range(0, len(items), 5))
     subset = [items[i] for i in picked]
     judge = ValidityJudge.from_config(client=embedded_client)
-    assert judge.threshold == expected["threshold"]
+    assert judge.method == "combined" and judge.threshold == expected["threshold"]
     scores = judge.validity([it["rewrite"] for it in subset])
     want = [expected["test_validity"][i] for i in picked]
     assert scores == pytest.approx(want, abs=0.02)
