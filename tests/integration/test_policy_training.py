@@ -24,9 +24,10 @@ SMALL = [
     "env.reward.invalid_fails=false", "env.reward.validity_weight=0",
 ]
 
-REQUIRED = ["rollout/return_mean", "reward/verdict", "reward/novelty", "reward/failure",
-            "reward/cost", "queries/expert", "queries/reviewer", "cache/hit_rate",
-            "perf/env_steps_per_s", "timing/sample_s", "timing/learn_s", "actions/breadth"]
+REQUIRED = ["rollout/return_mean", "reward/verdict", "reward/novelty", "reward/validity",
+            "reward/failure", "reward/cost", "queries/expert", "queries/reviewer",
+            "cache/hit_rate", "perf/env_steps_per_s", "timing/sample_s", "timing/learn_s",
+            "actions/breadth"]
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,79 @@ def test_ppo_learns_the_action_that_pays(ray_serve, tmp_path, embedded_client):
     obs = np.stack([env.reset(seed=s)[0] for s in range(8)])
     p_stop = policy.action_probabilities(obs)[:, stop]
     assert p_stop.mean() > 0.5, p_stop
+
+
+# Self-contained requests on which `add_constraints` keeps the task form. Measured with the real
+# engine (16 expert tokens, 8 samples a seed): the judge passes 75-100% of `add_constraints`'
+# rewrites of each (65/72 in all) and none of `answer_it`'s (0/72). Not the bundled Self-Instruct
+# seeds: there every operation's rewrites are mostly judged invalid (85-100% for each of the six
+# and for `answer_it`, 20-40 resets, 24 tokens), so no operation pays; nor "Give three tips for
+# ...": `add_constraints` makes the expert write the tips (10 such seeds: 0-12% valid).
+TASK_SEEDS = (
+    "Suggest a science-fiction novel for a teenager who loves space travel.",
+    "Suggest a gift for a friend who likes gardening.",
+    "Suggest a book for someone who wants to learn about history.",
+    "Suggest a weekend activity for a family with young children.",
+    "Suggest a board game for four friends.",
+    "Suggest a hobby for someone who works from home.",
+    "Suggest a day trip for someone who likes museums.",
+    "List three benefits of regular exercise.",
+    "List three benefits of learning to swim.",
+)
+# A custom operation that makes the expert answer the instruction instead of rewriting it.
+ANSWER_OP = ('actions.custom=[{name: answer_it, '
+             'template: "Answer this in one short sentence.\\n{instruction}"}]')
+
+
+def test_ppo_learns_to_avoid_the_operation_whose_rewrites_are_not_instructions(
+        ray_serve, tmp_path, embedded_client):
+    """The validity judge decides the reward, and PPO learns to shun `answer_it`.
+
+    Two operations: `add_constraints` (a rewrite) and the custom `answer_it` (the expert answers
+    the instruction), on `TASK_SEEDS`, where the judge passes ~90% of the first's rewrites and
+    none of the second's. Verdict, novelty and query costs weigh 0, so the reward is the judge's
+    alone: -1 for a rewrite it fails (`invalid_fails`), else 0.5 x P(valid). Horizon 1: each
+    episode is one choice on a seed, the observation the policy is then tested on. 16 expert
+    tokens: the judge reads openings, and its calls at 24 tokens were the same (40% vs 42%
+    invalid for `add_constraints`, 100% for `answer_it`). ~3.5 min on 2 busy cores.
+
+    The judge uses `env.quality.method=embedding`: the default (`auto` = combined) adds one
+    reviewer query of a long few-shot prompt per rewrite (~4 s each on these 2 cores) and calls
+    the same share of these rewrites invalid (measured on 40 resets: 42% vs 40% for
+    `add_constraints`, 100% vs 100% for `answer_it`). The embedding judge still scores the text
+    the real engine wrote, so the property rests on that text.
+    """
+    from teamsrl.mdp import make_env
+    from teamsrl.policy.export import load_policy
+    from teamsrl.policy.train import train_policy
+
+    seeds = tmp_path / "task-seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"instruction": s}) + "\n" for s in TASK_SEEDS))
+    config = load_config(None, [
+        *SMALL, f"run_dir={tmp_path}", f"env.seed_file={seeds}", "env.horizon=1",
+        "actions.operations=[add_constraints]", ANSWER_OP, "llm.expert.max_tokens=16",
+        "env.reward.verdict_weight=0", "env.reward.novelty_weight=0",
+        "env.reward.expert_query_cost=0", "env.reward.reviewer_query_cost=0",
+        "env.reward.failure_penalty=1", "env.reward.invalid_fails=true",
+        "env.reward.validity_weight=0.5", "env.quality.method=embedding",
+        "policy.lr=0.01", "policy.entropy_coeff=0", "policy.train_batch_size=24",
+        "policy.minibatch_size=12", "policy.num_epochs=10", "policy.iterations=5",
+        "tracking.mode=disabled",
+    ])
+    train_policy(config, progress=False)
+    policy = load_policy(tmp_path)
+    assert policy.action_names == ["add_constraints", "answer_it"]
+    env = make_env(config, embedded_client)
+    obs = np.stack([env.reset(seed=0, options={"instruction": s})[0] for s in TASK_SEEDS])
+    p_answer = policy.action_probabilities(obs)[:, 1]
+    # from 0.5 (uniform) at the start; measured 0.05, and 0.31 with the judge off (no reward
+    # at all: PPO's drift)
+    assert p_answer.mean() < 0.15, p_answer
+
+    rows = [json.loads(line) for line in
+            open(f"{tmp_path}/train-policy-metrics.jsonl", encoding="utf-8")]
+    assert all("reward/validity" in r for r in rows)
+    assert rows[-1]["reward/validity"] > 0
+    share = [r["actions/answer_it"] / (r["actions/answer_it"] + r["actions/add_constraints"])
+             for r in rows]
+    assert share[-1] < share[0], share  # the share of `answer_it` among the actions taken
