@@ -40,6 +40,26 @@ def _replica_pids(app: str) -> list[int]:
     return pids
 
 
+# test_llm_timeouts abandons requests on this shared app by design (a 50 ms timeout): the replica
+# still runs them and their rows may land at any time later, so that stage is left out of the
+# whole-ledger comparison (every other stage must match exactly)
+_ABANDONED_STAGE = "timeout-test"
+
+
+def _settled_totals(client) -> dict[str, tuple[int, int]]:
+    """(queries, cache hits) per role over every stage but the one with abandoned requests."""
+    while True:  # two reads: retried until no abandoned row landed between them
+        abandoned = client.ledger.totals(stage=_ABANDONED_STAGE)
+        total = client.ledger.totals()
+        if client.ledger.totals(stage=_ABANDONED_STAGE) == abandoned:
+            break
+    out = {}
+    for role, t in total.items():
+        a = abandoned.get(role)
+        out[role] = (t.queries - (a.queries if a else 0), t.cache_hits - (a.cache_hits if a else 0))
+    return out
+
+
 def _engine_batches(handle) -> int:
     """Engine batches the replica has started (it counts one before running each)."""
     return sum(handle.stats.remote().result(timeout_s=10)["batch_sizes"].values())
@@ -49,7 +69,7 @@ def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve, c
     handle, config, serve_config = ray_serve
     client = ServeLLMClient(handle, config.llm, timeout_s=120, stage="replica-kill",
                             timeout_retries=2)
-    before = client.ledger.totals()
+    before = _settled_totals(client)
     (old_pid,) = _replica_pids(serve_config.app_name)
     envs = [make_env(config, client, embedder=HashEmbedder(), seed=i) for i in range(4)]
     stamp = time.time_ns()
@@ -93,8 +113,7 @@ def test_replica_killed_mid_step_is_replaced_and_the_step_completes(ray_serve, c
     assert {r: (t.queries, t.cache_hits, t.failures) for r, t in step.items()} == \
         {"expert": (4, 0, 0), **({"reviewer": (reviewed, 0, 0)} if reviewed else {})}
     # the ledger file survived the replica: every row written before the kill is still there
-    after = client.ledger.totals()
+    after = _settled_totals(client)
     for role in set(before) | set(after):
-        b, s, a = before.get(role), step.get(role), after[role]
-        assert a.queries == (b.queries if b else 0) + (s.queries if s else 0), role
-        assert a.cache_hits == (b.cache_hits if b else 0) + (s.cache_hits if s else 0), role
+        b, s, a = before.get(role, (0, 0)), step.get(role), after[role]
+        assert a == (b[0] + (s.queries if s else 0), b[1] + (s.cache_hits if s else 0)), role
