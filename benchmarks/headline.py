@@ -432,20 +432,26 @@ def headline(train: list[int], rows: dict, gen_ids: list[str], budgets: list[int
 
 
 def reference_headline(per_run: dict, train: list[int], budgets: list[int]) -> dict | None:
-    """Mean reference loss per arm and budget, and the least budget (training included) at
-    which the policy's mean loss is <= the baseline's at its largest budget (grid resolution)."""
+    """Mean reference loss per arm and budget (NaN where a run had no kept row to fine-tune
+    on), and the least budget (training included) at which the policy's mean loss is <= the
+    baseline's at its largest budget with a loss in every run (grid resolution)."""
     losses = {arm: [[r[i].get("loss") for r in per_run[arm]] for i in range(len(budgets))]
               for arm in ARMS}
-    if any(v is None for arm in ARMS for col in losses[arm] for v in col):
+    ok = [i for i in range(len(budgets))
+          if all(v is not None for arm in ARMS for v in losses[arm][i])]
+    if not ok:
         return None
-    mean = {arm: [float(np.mean(col)) for col in losses[arm]] for arm in ARMS}
-    target = mean["random"][-1]
-    hit = [b for b, m in zip(budgets, mean["policy"], strict=True) if m <= target]
+    mean = {arm: [float(np.mean(losses[arm][i])) if i in ok else math.nan
+                  for i in range(len(budgets))] for arm in ARMS}
+    target = mean["random"][ok[-1]]
+    hit = [budgets[i] for i in ok if mean["policy"][i] <= target]
     t = float(np.mean(train))
-    return {"mean_loss": mean, "target_loss": target,
-            "ratio_training_included": (t + hit[0]) / budgets[-1] if hit else None,
+    return {"mean_loss": {arm: [_finite(v) for v in vals] for arm, vals in mean.items()},
+            "target_budget": budgets[ok[-1]], "target_loss": target,
+            "ratio_training_included": (t + hit[0]) / budgets[ok[-1]] if hit else None,
             "note": "the policy's budgets B1..Bk only (no interval): matched when its mean "
-                    "loss over runs is <= the baseline's at the largest budget"}
+                    "loss over runs is <= the baseline's at target_budget (null loss: some "
+                    "run had no kept row within that budget)"}
 
 
 def plot(figs: dict, ref: dict | None, budgets: list[int], path: Path) -> Path | None:
@@ -468,7 +474,8 @@ def plot(figs: dict, ref: dict | None, budgets: list[int], path: Path) -> Path |
         lo, hi = zip(*figs["bands"][arm], strict=True)
         axes[0][0].fill_between(x, lo, hi, alpha=0.2)
         if ref:
-            axes[0][1].plot(x, ref["mean_loss"][arm], marker="o", label=arm)
+            loss = [math.nan if v is None else v for v in ref["mean_loss"][arm]]
+            axes[0][1].plot(x, loss, marker="o", label=arm)
     axes[0][0].set(xlabel="expert engine queries", ylabel="kept rows judged valid",
                    title="quality vs queries (95% bootstrap bands)")
     axes[0][0].legend(fontsize=8)
@@ -631,8 +638,9 @@ def _print(figs: dict, ref: dict | None, args, png, policies: list, runs: dict) 
     print(f"frequency-matched / Evol-Instruct, GENERATION QUERIES ONLY (the shares come from "
           f"a trained policy): {figs['frequency_ratio_generation_only']}")
     if ref:
-        print(f"reference loss: policy matched the baseline at ratio "
-              f"{ref['ratio_training_included']} (training included, budget grid)")
+        print(f"reference loss: policy / Evol-Instruct expert queries, TRAINING INCLUDED, to "
+              f"match its loss at {ref['target_budget']} queries: "
+              f"{ref['ratio_training_included']} (budget grid, no interval)")
     print(f"plot: {png}" if png else "plot: not drawn (matplotlib is not installed)")
 
 
