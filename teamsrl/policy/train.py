@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gymnasium.vector import VectorWrapper
@@ -25,11 +25,13 @@ from gymnasium.vector import VectorWrapper
 from envs import INSTRUCTION_MDP_ID
 from teamsrl.config import ExperimentConfig, dump_config
 from teamsrl.layout import RunLayout
+from teamsrl.llm.ledger import RoleTotals
 
 log = logging.getLogger(__name__)
 
 SERVE_APP_KEY = "teamsrl_serve_app"
 STAGE = "train-policy"
+WARMUP_STAGE = "warmup"  # the timing probe before training: its queries are training cost too
 
 
 @dataclass
@@ -132,9 +134,10 @@ def measure_step_s(client, config: ExperimentConfig) -> float:
     requests = [client.request("expert", list(actions.render_for(client, 0, s.text).messages),
                                seed=config.seed + i) for i, s in enumerate(seeds)]
     start = time.perf_counter()
-    rewrites = client.chat("expert", requests, stage="warmup")
+    rewrites = client.chat("expert", requests, stage=WARMUP_STAGE)
     client.score("reviewer", [verdict_request(s.text, r.text or s.text)
-                              for s, r in zip(seeds, rewrites, strict=True)], stage="warmup")
+                              for s, r in zip(seeds, rewrites, strict=True)],
+                   stage=WARMUP_STAGE)
     return time.perf_counter() - start
 
 
@@ -195,7 +198,7 @@ def train_policy(config: ExperimentConfig, address: str | None = None, resume: b
             observation_size=int(algo.get_module().observation_space.shape[0]),
             iteration=last, seed=config.seed, hidden_sizes=list(config.policy.hidden_sizes)))
         layout.policy_ledger.write_text(json.dumps(
-            {r: t.as_dict() for r, t in client.ledger.totals(stage=STAGE).items()}, indent=2))
+            {r: t.as_dict() for r, t in training_cost(client.ledger).items()}, indent=2))
         layout.serve_stats.write_text(json.dumps(handle.stats.remote().result(), indent=2))
         return TrainResult(layout.checkpoint(last), export, last, metrics)
     finally:
@@ -273,6 +276,17 @@ def _wait_for_env_runners(algo, expected: int, timeout_s: float = 300.0) -> None
             return
         time.sleep(2.0)
     raise RuntimeError(f"env runners did not come back within {timeout_s:.0f} s")
+
+
+def training_cost(ledger) -> dict[str, RoleTotals]:
+    """Per-role totals of everything policy training asked: its own stage plus the warm-up."""
+    out: dict[str, RoleTotals] = {}
+    for stage in (WARMUP_STAGE, STAGE):
+        for role, t in ledger.totals(stage=stage).items():
+            acc = out.setdefault(role, RoleTotals())
+            for f in fields(RoleTotals):
+                setattr(acc, f.name, getattr(acc, f.name) + getattr(t, f.name))
+    return out
 
 
 def _ledger_metrics(client) -> dict[str, float]:
