@@ -216,6 +216,8 @@ def frequency_policy(policy_dir: str, shares: dict[str, float], out: Path) -> st
     tmp.mkdir(parents=True)
     policy.module.save_to_path(str((tmp / MODULE).resolve()))
     (tmp / SPEC).write_text(json.dumps(policy.spec.to_json(), indent=2), encoding="utf-8")
+    # no training of its own: its generation ledger is its whole cost (printed as such)
+    (tmp / "ledger.json").write_text("{}", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     check = load_policy(out).action_probabilities(

@@ -95,6 +95,7 @@ def export_fixed_policy() -> None:
     (POLICY / "spec.json").write_text(json.dumps({
         "action_names": names, "embedder": "embedded:all-minilm-l6-v2", "horizon": 2,
         "observation_size": obs_size, "iteration": 0, "seed": 543}, indent=2))
+    (POLICY / "ledger.json").write_text("{}\n")  # untrained: no training cost, said explicitly
 
 
 if __name__ == "__main__":

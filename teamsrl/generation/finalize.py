@@ -140,14 +140,27 @@ def _ledger(config: ExperimentConfig, client, stage: str) -> dict:
     return {role: t.as_dict() for role, t in totals.items()}
 
 
+def training_ledger_candidates(policy: str) -> list[Path]:
+    """Where a policy's training cost may be, in order: `ledger.json` in the export folder,
+    then the run's `policy/ledger.json` above it (`teamsrl train-policy` writes that one)."""
+    path = Path(policy)
+    return [path / "ledger.json", *(c / "ledger.json" if c.name == "policy"
+                                    else RunLayout.of(c).policy_ledger
+                                    for c in (path, path.parent, path.parent.parent))]
+
+
 def training_queries(policy: str) -> dict:
-    """The policy's training cost from `<run_dir>/policy/ledger.json` (random: none)."""
+    """The policy's training cost, per role (random: none). A policy with no training ledger
+    is an error, never a cost of 0: an untrained or hand-made policy says so with a
+    `ledger.json` holding `{}` in its folder."""
     if policy == "random":
         return {}
-    path = Path(policy)
-    for candidate in (path, path.parent, path.parent.parent):
-        f = (candidate / "ledger.json" if candidate.name == "policy"
-             else RunLayout.of(candidate).policy_ledger)
+    candidates = training_ledger_candidates(policy)
+    for f in candidates:
         if f.is_file():
             return json.loads(f.read_text())
-    return {}
+    raise ValueError(f"--policy {policy!r}: no training ledger (looked for "
+                     f"{', '.join(str(c) for c in dict.fromkeys(candidates))}); its training "
+                     "queries are part of the policy arm's cost. Train it with `teamsrl "
+                     "train-policy` (which writes policy/ledger.json) or, for a policy with no "
+                     "training cost, put a ledger.json holding {} in its folder")

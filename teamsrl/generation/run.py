@@ -36,7 +36,7 @@ from pathlib import Path
 from teamsrl.config import ExperimentConfig, dump_config
 from teamsrl.generation.choose import Chooser
 from teamsrl.generation.episodes import BatchGenerator, arm_of, stage_of
-from teamsrl.generation.finalize import finalize
+from teamsrl.generation.finalize import finalize, training_queries
 from teamsrl.generation.rows import RowLog
 from teamsrl.layout import GenerationLayout, RunLayout
 
@@ -62,6 +62,7 @@ def run_generation(config: ExperimentConfig, policy: str = "random",
     pool = seed_set.seeds[:gen.max_seeds] if gen.max_seeds else seed_set.seeds
     # fail on a bad policy / forced action before any model loads
     chooser = Chooser(config, config.actions.names(), policy)
+    training_queries(policy)  # a policy whose training cost is unknown fails here, not at the end
     _prepare_out(out, config, policy, seed_set.source, len(pool))
 
     rowlog = RowLog(out.rows)

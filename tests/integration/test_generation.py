@@ -161,6 +161,7 @@ def _export_untrained_policy(path: Path, names: list[str], obs_size: int) -> Pat
     (path / "spec.json").write_text(json.dumps({
         "action_names": names, "embedder": "embedded:all-minilm-l6-v2", "horizon": 2,
         "observation_size": obs_size, "iteration": 0, "seed": 543}))
+    (path / "ledger.json").write_text("{}")  # untrained: no training cost, said explicitly
     return path
 
 

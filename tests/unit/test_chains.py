@@ -184,7 +184,10 @@ def test_generation_end_logs_the_chains_as_a_wandb_table(tmp_path, monkeypatch):
     out.root.mkdir(parents=True)
     rows = read_rows(POLICY / "rows.jsonl")
     seeds = SeedSet([Seed(r.seed_id, r.seed_instruction) for r in rows if r.step == 1], "fixture")
-    summary = finalize(config, out, "policy-checkpoint", rows, seeds.seeds, seeds, None,
+    checkpoint = tmp_path / "policy-checkpoint"  # a policy with no training cost, said so
+    checkpoint.mkdir()
+    (checkpoint / "ledger.json").write_text("{}")
+    summary = finalize(config, out, str(checkpoint), rows, seeds.seeds, seeds, None,
                        "generate-policy")
     history = {k: v for row in run_history(out.root, "generate-policy") for k, v in row.items()}
     assert history["generate/rows_kept"] == summary["rows_kept"]
