@@ -1,0 +1,200 @@
+"""The analysis of `cluster_scaling.py`: per-step time split, the table, the goals, the figure."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from cluster_sizing import REQUESTS_PER_STEP, Costs
+
+PARTS = ("llm_s", "encode_s", "env_s", "rllib_s", "transfer_s", "learner_s")
+LABELS = {"llm_s": "LLM wait", "encode_s": "MiniLM encode", "env_s": "env Python",
+          "rllib_s": "RLlib (runner)", "transfer_s": "transfer+sync", "learner_s": "PPO learner"}
+
+
+def split_ints(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4] (argparse type)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, "
+                                          "e.g. 1,2,4") from None
+
+
+def step_split(records: list[dict], wall: float, learn: float) -> dict:
+    """One iteration's time per env step by component, from the runners' step records."""
+    steps = sum(r["steps"] for r in records) or 1
+    by_pid: dict[int, list[dict]] = {}
+    for r in records:
+        by_pid.setdefault(r["pid"], []).append(r)
+    spans = {p: max(r["end"] for r in rs) - min(r["start"] for r in rs)
+             for p, rs in by_pid.items()}
+    in_step = {p: sum(r["end"] - r["start"] for r in rs) for p, rs in by_pid.items()}
+    llm, enc = sum(r["llm_s"] for r in records), sum(r["encode_s"] for r in records)
+    return {"step_records": len(records), "runner_pids": len(by_pid),
+            "llm_s": llm / steps, "encode_s": enc / steps,
+            "env_s": (sum(in_step.values()) - llm - enc) / steps,
+            "rllib_s": sum(spans[p] - in_step[p] for p in spans) / steps,
+            "transfer_s": max(0.0, wall - learn - max(spans.values(), default=0.0)) / steps,
+            "learner_s": learn / steps,
+            **{k: sum(r[k] for r in records) for k in
+               ("chat_prompt", "chats", "score_prompt", "scores")}}
+
+
+def point_summary(iterations: list[dict]) -> dict:
+    """A point's env steps/s (sampling time: wall minus learner), iteration time, per-step
+    split and request shapes, over the iterations after the warm-up."""
+    measured = [i for i in iterations if not i["warmup"]] or iterations
+    steps = sum(i["env_steps"] for i in measured)
+    keys = ("llm_s", "encode_s", "env_s", "rllib_s", "transfer_s", "learner_s")
+    return {"env_steps_per_s": steps / sum(i["wall_s"] - i["learn_s"] for i in measured),
+            "iteration_s": statistics.median(i["wall_s"] for i in measured),
+            "per_env_step": {k: statistics.median(i[k] for i in measured) for k in keys},
+            "shapes": {"chat_prompt": sum(i["chat_prompt"] for i in measured)
+                       / max(1, sum(i["chats"] for i in measured)),
+                       "score_prompt": sum(i["score_prompt"] for i in measured)
+                       / max(1, sum(i["scores"] for i in measured))}}
+
+
+def _point(summary: dict, runners: int, replicas: int) -> dict | None:
+    return next((p for p in summary["points"]
+                 if p["runners"] == runners and p["replicas"] == replicas), None)
+
+
+def goals(summary: dict, args, cores: int) -> list[dict]:
+    """The four goals of issue 17, each met / not met / not measured, with its figures."""
+    out = []
+    one = _point(summary, 1, 1)
+    below = [w for w in sorted({p["runners"] for p in summary["points"]})
+             if 1 < w <= 8 and w * args.envs_per_runner <= args.max_batch]
+    if one and below:
+        w = below[-1]
+        p = _point(summary, w, 1)
+        eff = p["env_steps_per_s"] / (w * one["env_steps_per_s"])
+        engine = p["model_engine_only"] / (w * one["model_engine_only"])
+        note = (f"the engine model alone allows {engine:.2f} of linear here (a wave lasts as "
+                f"long as its longest completion), so the rest of the system keeps "
+                f"{eff / engine:.2f} of what the engine allows")
+        if p["model_bound_here"] == "cpu":
+            note += (f"; {cores} cores cap it (model: cpu binds), "
+                     f"{p['model_unlimited_cores'] / (w * one['env_steps_per_s']):.2f} of "
+                     "linear with unlimited cores")
+        out.append({"goal": f"env steps/s >= 0.75 of linear, 1 -> {w} runners (below the "
+                    f"knee, {w * args.envs_per_runner} <= {args.max_batch} in flight)",
+                    "value": round(eff, 3), "met": eff >= 0.75, "note": note})
+    else:
+        out.append({"goal": "env steps/s >= 0.75 of linear, 1 -> 8 runners", "met": None,
+                    "note": "not measured: needs 1 and a larger runner count below the knee"})
+    ceiling = summary["engine"]["ceiling_env_steps_per_s"]
+    sat = _point(summary, max(p["runners"] for p in summary["points"]), 1)
+    if sat and sat["runners"] * args.envs_per_runner >= args.max_batch:
+        ratio = sat["env_steps_per_s"] / ceiling
+        out.append({"goal": "at saturation rollout >= 0.8 of the engine's ceiling "
+                    f"({sat['runners']} runners, 1 replica, ceiling {ceiling:.1f} env steps/s)",
+                    "value": round(ratio, 3), "met": ratio >= 0.8,
+                    "note": f"model bound here: {sat['model_bound_here']}"})
+    else:
+        out.append({"goal": "at saturation rollout >= 0.8 of the engine's ceiling", "met": None,
+                    "note": f"not measured: no point with >= {args.max_batch} requests in "
+                    "flight on one replica"})
+    p50 = summary["proxy"]["added_ms_p50"]
+    out.append({"goal": "the proxy adds <= 5 ms p50 per request", "value": round(p50, 2),
+                "met": p50 <= 5.0, "note": f"p99 {summary['proxy']['added_ms_p99']:.1f} ms, "
+                "engine time 0, no batch wait; of which Serve's bare handle round trip "
+                f"{summary['proxy']['handle_ms_p50']:.1f} ms, the rest the replica's batch "
+                "handler, thread hop and the store's two round trips"})
+    costs = Costs.of(summary)
+    ceilings = {
+        f"CPU ({cores} cores): {1e3 * costs.cpu_s:.1f} ms CPU per env step": cores / costs.cpu_s,
+        f"one LLMServer replica + store: {costs.proxy_rps:.0f} requests/s, "
+        f"{1e3 * costs.proxy_s_per_request:.2f} ms each": costs.proxy_rps / REQUESTS_PER_STEP,
+        f"the simulated engine (time scale {summary['time_scale']})": ceiling,
+    }
+    first = min(ceilings, key=ceilings.get)
+    ours = min(list(ceilings)[:2], key=ceilings.get)  # the system's own, the engine aside
+    share = {LABELS[k]: getattr(costs, k) for k in ("encode_s", "env_s", "rllib_s",
+                                                    "transfer_s")}
+    share["Serve path"] = REQUESTS_PER_STEP * costs.proxy_s_per_request
+    top = max(share, key=share.get)
+    out.append({"goal": "first component to saturate on this machine", "value": first,
+                "met": True, "note": f"at {ceilings[first]:.1f} env steps/s (one replica); "
+                f"of teamsrl's own components: {ours} at {ceilings[ours]:.1f} env steps/s; "
+                f"largest CPU share per env step: {top} {1e3 * share[top]:.1f} ms; ceilings "
+                + ", ".join(f"{k.split(':')[0]} {v:.1f}" for k, v in ceilings.items())})
+    return out
+
+
+def print_table(summary: dict, args, cores: int) -> None:
+    """The scaling table, the per-step split and the goals."""
+    print(f"\nSIMULATED engines (latency model of a vLLM A100), time scale {args.time_scale}: "
+          "every engine latency is that fraction of the modelled GPU's; env steps/s are of "
+          f"this scaled run. {args.envs_per_runner} envs per runner, engine batch "
+          f"{args.max_batch}, {cores} cores.")
+    print(f"{'runners':>7} {'repl':>4} {'inflight':>8} {'steps/s':>8} {'lin.eff':>7} "
+          f"{'iter s':>7} " + " ".join(f"{LABELS[k][:9]:>9}" for k in PARTS)
+          + f" {'model':>7} {'bound':>7} {'model∞':>7}")
+    one = _point(summary, 1, 1)
+    for p in summary["points"]:
+        eff = (p["env_steps_per_s"] / (p["runners"] * one["env_steps_per_s"])
+               if one and p["replicas"] == 1 else float("nan"))
+        inflight = p["runners"] * args.envs_per_runner / p["replicas"]
+        print(f"{p['runners']:>7} {p['replicas']:>4} {inflight:>8.0f} "
+              f"{p['env_steps_per_s']:>8.2f} {eff:>7.2f} {p['iteration_s']:>7.1f} "
+              + " ".join(f"{1e3 * p['per_env_step'][k]:>7.1f}ms" for k in PARTS)
+              + f" {p['model_here']:>7.1f} {p['model_bound_here']:>7} "
+              f"{p['model_unlimited_cores']:>7.1f}")
+    print(f"engine ceiling (alone, full batches of {args.max_batch}): "
+          f"{summary['engine']['ceiling_env_steps_per_s']:.1f} env steps/s per replica; "
+          f"proxy +{summary['proxy']['added_ms_p50']:.2f} ms p50 / "
+          f"+{summary['proxy']['added_ms_p99']:.2f} ms p99, "
+          f"{summary['proxy']['rps_ceiling']:.0f} requests/s")
+    print(f"model: min(runners, engine, proxy, cpu) of benchmarks/cluster_sizing.py with the "
+          f"costs of the first point; 'model' at {cores} cores, 'model∞' with unlimited cores "
+          f"(where they differ, the {cores} cores cap the measured figure). steps/s: env steps "
+          "sampled / (iteration wall - learner update), over the iterations after the warm-up; "
+          "per-step times are per env step (LLM wait: a vector step's wait / its envs).")
+    for g in summary["goals"]:
+        verdict = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[g["met"]]
+        if g["goal"].startswith("first component"):
+            verdict = "NAMED"
+        print(f"  [{verdict}] {g['goal']}: {g.get('value', '')} {g['note']}")
+
+
+def plot(summary: dict, path: str) -> None:
+    """Env steps/s against runners and replicas (measured, linear, model), and the per-step
+    split of every point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    ceiling = summary["engine"]["ceiling_env_steps_per_s"]
+    pts = summary["points"]
+    for ax, key, fixed in ((axes[0], "runners", ("replicas", 1)),
+                           (axes[1], "replicas", ("runners", max(p["runners"] for p in pts)))):
+        sel = sorted((p for p in pts if p[fixed[0]] == fixed[1]), key=lambda p: p[key])
+        x = [p[key] for p in sel]
+        ax.plot(x, [p["env_steps_per_s"] for p in sel], "o-", label="measured")
+        ax.plot(x, [p["model_here"] for p in sel], "s--", label="model, this machine")
+        ax.plot(x, [p["model_unlimited_cores"] for p in sel], "^:", label="model, ∞ cores")
+        if key == "runners" and sel:
+            ax.plot(x, [sel[0]["env_steps_per_s"] * v / x[0] for v in x], "k:", label="linear")
+            ax.axhline(ceiling, color="grey", lw=0.8, label="engine ceiling (1 replica)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{key} ({fixed[0]} = {fixed[1]})")
+        ax.set_ylabel("env steps/s")
+        ax.legend(fontsize=7)
+    bottom = [0.0] * len(pts)
+    names = [f"{p['runners']}r/{p['replicas']}R" for p in pts]
+    for k in PARTS:
+        vals = [1e3 * p["per_env_step"][k] for p in pts]
+        axes[2].bar(names, vals, bottom=bottom, label=LABELS[k])
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    axes[2].set_ylabel("ms per env step")
+    axes[2].legend(fontsize=7)
+    fig.suptitle(f"teamsrl cluster scaling, SIMULATED engines at time scale "
+                 f"{summary['time_scale']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"figure: {path}")
