@@ -183,7 +183,8 @@ def sizing_markdown(results: dict, experiment, seeds: int = PAPER_SEEDS,
                       max_tokens=experiment.llm.expert.max_tokens, batch_cap=s.max_batch_size,
                       batch_wait_s=s.batch_wait_timeout_s)
         steps = seeds * experiment.env.horizon
-        answers = waves_s(engine, steps / expert_gpus, shapes.chat_prompt, g.answer_max_tokens)
+        answers = waves_s(engine, steps / expert_gpus, shapes.chat_prompt, g.answer_max_tokens,
+                          s.max_batch_size)
         gen_s = steps / gen.rate + (answers if g.answer else 0.0)
         rows.append(f"| {expert_gpus} + {reviewer_gpus} | {s.num_replicas} | "
                     f"{p.num_env_runners} x {p.num_envs_per_env_runner} | {train.rate:.1f} "
@@ -195,8 +196,9 @@ def sizing_markdown(results: dict, experiment, seeds: int = PAPER_SEEDS,
         "`benchmarks/cluster_sizing.py` with the per-step costs measured by "
         f"`{results.get('command', 'benchmarks/cluster_scaling.py')}` on "
         f"{measured.get('nproc', '?')} cores ({measured.get('cpu_model', '?')}) and the "
-        "SIMULATED engine's constants (a vLLM A100 fit, `SimulatedEngineConfig`) at real "
-        f"speed. Train batch {p.train_batch_size} env steps, {p.iterations} iterations; "
+        "SIMULATED engine's constants (`SimulatedEngineConfig`: vLLM serving an 8B model on "
+        "one A100 40GB; a 13B reviewer would be slower) at real speed, one GPU per engine. "
+        f"Train batch {p.train_batch_size} env steps, {p.iterations} iterations; "
         f"generation of {seeds} seeds x {experiment.env.horizon} steps, "
         f"{g.shards} shards x {g.batch_seeds} seeds in flight, an answer per row "
         f"(median {engine.config.median_completion_tokens} tokens, as the simulated engine "
