@@ -12,16 +12,21 @@ tokens that start at or after the context's end (each token's `text_offset`). Se
 the echo's shape: vLLM appends the one generated token, llama-cpp-python's server returns none;
 tokens past the prompt are ignored either way. The echo must reconstruct the prompt (leading
 tokens that are not prompt text, such as a BOS, aside) and a token must start exactly at the
-candidate, else a `ServerScoreError` says what the server sent. `probe()` scores a fixed context
-once at start-up (`from_spec`, unless the spec's `probe_score` is off) and refuses a server whose
-log-probs are implausible. `generate` is tested against teamsrl's own OpenAI route, `score` on
-recorded responses of both shapes (tests/unit/test_openai_score.py); against vLLM it is UNTESTED
-on the CPU machines this was written on.
+candidate, else a `ServerScoreError` says what the server sent. `probe()` runs once at start-up
+(`from_spec`, unless the spec's `probe_score` is off) and refuses a server whose echo disagrees
+with its own generation at the same position (model-independent), whose log-probs for a fixed
+likely/unlikely pair are implausible, or whose echo of a chat context is not faithful.
+`generate` is tested against teamsrl's own OpenAI route, `score` on recorded responses of both
+shapes and of llama-cpp-python 0.3.36's server, which the probe refuses
+(tests/unit/test_openai_score.py; live: tests/integration/test_openai_score_llamacpp.py,
+benchmarks/openai_score_parity.py); against vLLM it is UNTESTED on the CPU machines this was
+written on.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
@@ -33,6 +38,16 @@ PROBE_CONTEXT = "Monday, Tuesday, Wednesday, Thursday,"
 PROBE_LIKELY, PROBE_UNLIKELY = " Friday", " Banana"
 PROBE_MIN_LIKELY = -4.0  # nats: the likely candidate is at least ~2% probable
 PROBE_MIN_MARGIN = 4.0  # nats the likely candidate must beat the unlikely one by
+# Model-independent: the echo's log-prob of a prompt token must equal the log-prob the server
+# gives that token when it generates it at the same position (one forward pass in both; the
+# tolerance covers bf16 kernels that differ between prompt and sampling paths). A server that
+# reads each prompt token's log-prob from the distribution after it, as llama-cpp-python's
+# does for a prompt without BOS, is off by nats.
+PROBE_CONSISTENCY_TOL = 0.2
+# Scored as chat messages when a local tokenizer renders the template: the echo must give back
+# the template's special tokens (llama-cpp-python's server leaves them out).
+PROBE_MESSAGES = ({"role": "user", "content": "What day comes after Thursday?"},)
+PROBE_REPLY = "Friday"
 
 
 class ServerScoreError(RuntimeError):
@@ -70,27 +85,58 @@ class OpenAIEngine:
         return engine
 
     def probe(self) -> None:
-        """Score a fixed context with a likely and an unlikely candidate; raise
-        `ServerScoreError` naming the server and the problem when the log-probs are implausible."""
+        """Score fixed contexts at start-up; raise `ServerScoreError` naming the server and every
+        problem found: the echo disagrees with generation at the same position, the probe's
+        likely/unlikely log-probs are implausible, or a chat context's echo is not faithful."""
         where = f"{self.base_url} (model {self.served_model!r})"
         hint = ("; scoring needs /v1/completions with echo=True and correct prompt log-probs. "
                 "If this role never scores (a chat-only expert), set probe_score: false in its "
                 "model spec")
+        problems = []
         try:
-            (resp,) = self.score([ScoreRequest(prompt=PROBE_CONTEXT,
-                                               candidates=(PROBE_LIKELY, PROBE_UNLIKELY))])
+            problems += self._probe_plain()
+            if self._load_tokenizer(required=False) is not None:
+                self.score([ScoreRequest(messages=PROBE_MESSAGES, candidates=(PROBE_REPLY,))])
         except Exception as e:
-            raise ServerScoreError(f"{where}: score probe failed: {type(e).__name__}: {e}{hint}"
-                                   ) from e
-        likely, unlikely = resp.logprobs
+            problems.append(f"score probe failed: {type(e).__name__}: {e}")
+        if problems:
+            raise ServerScoreError(f"{where}: {'; and '.join(problems)}{hint}")
+
+    def _probe_plain(self) -> list[str]:
+        """Problems with the plain-prompt probe: consistency with generation, then plausibility."""
+        gen = self._client.completions.create(
+            model=self.served_model, prompt=PROBE_CONTEXT, max_tokens=1, temperature=0.0,
+            logprobs=1)
+        glp = gen.choices[0].logprobs
+        if glp is None or not glp.tokens or glp.token_logprobs[0] is None:
+            return [f"/v1/completions with logprobs=1 returned no log-prob for the generated "
+                    f"token after {PROBE_CONTEXT!r}"]
+        token, generated = glp.tokens[0], float(glp.token_logprobs[0])
+        candidates = (PROBE_LIKELY, PROBE_UNLIKELY) + (
+            (token,) if token and token not in (PROBE_LIKELY, PROBE_UNLIKELY) else ())
+        (resp,) = self.score([ScoreRequest(prompt=PROBE_CONTEXT, candidates=candidates)])
+        problems = []
+        echoed = dict(zip(candidates, zip(resp.logprobs, resp.num_tokens, strict=True),
+                          strict=True)).get(token)
+        if echoed is not None and echoed[1] == 1 and abs(echoed[0] - generated) > \
+                PROBE_CONSISTENCY_TOL:
+            problems.append(
+                f"echo inconsistent with generation: after {PROBE_CONTEXT!r} the echo gives "
+                f"{token!r} {echoed[0]:.3f} nats but generating it at the same position gives "
+                f"{generated:.3f} (expected within {PROBE_CONSISTENCY_TOL:g}): the echo reports "
+                "prompt log-probs from the wrong position (llama-cpp-python's server reads "
+                "each prompt token's log-prob from the distribution after it when the prompt "
+                "does not start with BOS)")
+        likely, unlikely = resp.logprobs[:2]
         if not (0.0 >= likely >= PROBE_MIN_LIKELY and unlikely <= 0.0
                 and likely - unlikely >= PROBE_MIN_MARGIN):
-            raise ServerScoreError(
-                f"{where}: implausible log-probs: after {PROBE_CONTEXT!r}, {PROBE_LIKELY!r} got "
+            problems.append(
+                f"implausible log-probs: after {PROBE_CONTEXT!r}, {PROBE_LIKELY!r} got "
                 f"{likely:.3f} and {PROBE_UNLIKELY!r} {unlikely:.3f} nats; expected both <= 0, "
                 f"the first >= {PROBE_MIN_LIKELY:g} and >= {PROBE_MIN_MARGIN:g} above the "
                 "second (a server that reports each prompt token's log-prob from the wrong "
-                f"position, as llama-cpp-python's server does, gives this){hint}")
+                "position, as llama-cpp-python's server does, gives this)")
+        return problems
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         """All requests in flight at once; responses in request order."""
@@ -180,6 +226,9 @@ def candidate_logprobs(tokens: list[str], token_logprobs: list[float | None],
             why = ("; they differ only in whitespace: the server decodes each token alone and "
                    "drops its leading space (SentencePiece tokenizers, e.g. Llama-1/2 on vLLM), "
                    "so its text_offset is wrong too")
+        if echoed.startswith(re.sub(r"<\|[^|<>]*\|>", "", prompt)):
+            why = ("; the echo leaves out the prompt's special tokens (such as '<|im_start|>'), "
+                   "as llama-cpp-python's server does, so its text_offset misses them too")
         raise ServerScoreError(f"echo does not reconstruct the prompt: they part at character "
                                f"{at}: echoed {echoed[lo:hi]!r} vs prompt {prompt[lo:hi]!r}{why}")
     base = text_offset[lead]

@@ -5,7 +5,10 @@ check, and the start-up probe that refuses implausible servers.
 The responses are served by a stub on 127.0.0.1 from tests/fixtures/openai_echo_smollm2.json:
 SmolLM2-135M's echo of each prompt as vLLM builds it (each token decoded alone, its log-prob
 under the tokens before it, then the greedy next token), recorded with transformers on CPU,
-with `TransformersEngine.score` of the reviewer's verdict request beside it.
+with `TransformersEngine.score` of the reviewer's verdict request beside it. The real replies of
+llama-cpp-python 0.3.36's server (tests/fixtures/openai_echo_llamacpp_smollm2.json, recorded by
+benchmarks/openai_score_parity.py --record-fixture, with the vLLM-shaped echo of the probe's chat
+context) replay that server to the probe.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ from http_stub import JSONHandler, serving
 from teamsrl.llm.config import ModelSpec
 from teamsrl.llm.openai_engine import (
     PROBE_CONTEXT,
+    PROBE_LIKELY,
     OpenAIEngine,
     ServerScoreError,
     candidate_logprobs,
 )
 from teamsrl.llm.schema import ScoreRequest
 
-RECORDED = json.loads((Path(__file__).parents[1] / "fixtures" / "openai_echo_smollm2.json")
-                      .read_text(encoding="utf-8"))
-ECHO = RECORDED["echo"]
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+RECORDED = json.loads((FIXTURES / "openai_echo_smollm2.json").read_text(encoding="utf-8"))
+LLAMACPP = json.loads((FIXTURES / "openai_echo_llamacpp_smollm2.json").read_text(encoding="utf-8"))
+ECHO = RECORDED["echo"] | LLAMACPP["vllm_shape_echo"]
 MODEL = "embedded:smollm2-135m-instruct"  # the local tokenizer renders the chat prefix
 
 
@@ -89,18 +94,56 @@ def candidate_merged(prompt: str) -> dict:
     return _reply(tokens, rec["logprobs"][:-2] + [rec["logprobs"][-1]], prompt)
 
 
+def _generated(token: str, logprob: float, prompt: str) -> dict:
+    lp = {"tokens": [token], "token_logprobs": [logprob], "text_offset": [len(prompt)],
+          "top_logprobs": [{token: logprob}]}
+    return {"id": "cmpl-2", "object": "text_completion", "created": 0, "model": "smollm2",
+            "choices": [{"index": 0, "text": token, "finish_reason": "length", "logprobs": lp}],
+            "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}}
+
+
+def truthful(prompt: str) -> dict:
+    """Generation after the probe's context: the greedy " Friday" with its true log-prob (also
+    what llama-cpp-python's server generates, shifted echo or not)."""
+    return _generated(PROBE_LIKELY, ECHO[prompt + PROBE_LIKELY]["logprobs"][-1], prompt)
+
+
+def consistent_with(shape):
+    """Generation that reports " Friday" with the log-prob `shape`'s echo gives it."""
+    def generate(prompt: str) -> dict:
+        lp = shape(prompt + PROBE_LIKELY)["choices"][0]["logprobs"]
+        return _generated(PROBE_LIKELY, lp["token_logprobs"][lp["tokens"].index(PROBE_LIKELY)],
+                          prompt)
+    return generate
+
+
+def llama_cpp_replay(body: dict) -> dict:
+    """The recorded reply of llama-cpp-python's server to the same prompt and echo flag."""
+    for r in LLAMACPP["llamacpp_replies"]:
+        if (r["request"]["prompt"], r["request"].get("echo", False)) == (
+                body["prompt"], body.get("echo", False)):
+            return r["response"]
+    raise KeyError(f"no recorded llama-cpp-python reply to {body['prompt']!r}")
+
+
 class _Stub(JSONHandler):
     def do_POST(self):  # noqa: N802 - http.server's name
         body = self.body()
         self.server.bodies.append(body)
-        self.reply(self.server.respond(body["prompt"]))
+        if self.server.replay is not None:
+            self.reply(self.server.replay(body))
+        elif body.get("echo"):
+            self.reply(self.server.respond(body["prompt"]))
+        else:
+            self.reply(self.server.generate(body["prompt"]))
 
 
 @pytest.fixture
 def server():
-    """A completions stub on 127.0.0.1; set `.respond` to one of the shapes above."""
+    """A completions stub on 127.0.0.1; set `.respond` to one of the echo shapes above and
+    `.generate` to the generation replies (or `.replay` to answer every body)."""
     with serving(_Stub) as httpd:
-        httpd.respond, httpd.bodies = vllm_shape, []
+        httpd.respond, httpd.generate, httpd.replay, httpd.bodies = vllm_shape, truthful, None, []
         yield httpd
 
 
@@ -162,22 +205,62 @@ def _spec(server, **kw) -> ModelSpec:
 
 def test_the_probe_accepts_a_sound_server_at_start_up(server):
     OpenAIEngine.from_spec(_spec(server))
-    assert [b["prompt"] for b in server.bodies] == [PROBE_CONTEXT + " Friday",
-                                                    PROBE_CONTEXT + " Banana"]
+    chat_probe, = LLAMACPP["vllm_shape_echo"]
+    assert [(b["prompt"], bool(b.get("echo"))) for b in server.bodies] == [
+        (PROBE_CONTEXT, False), (PROBE_CONTEXT + " Friday", True),
+        (PROBE_CONTEXT + " Banana", True), (chat_probe, True)]
 
 
-@pytest.mark.parametrize(("shape", "message"), [
-    (shifted_logprobs, r"implausible log-probs: after '.*', ' Friday' got -12.894 and "
-                       r"' Banana' -15.047 nats"),
-    (constant_logprobs, r"implausible log-probs: .* ' Friday' got -0.500 and ' Banana' -1.000"),
-    (shifted_down, r"implausible log-probs: .* ' Friday' got -10.098 and ' Banana' -38.083"),
-    (raw_logits, r"implausible log-probs: .* ' Friday' got 19.902 and ' Banana' 21.917"),
-    (spaces_dropped, r"score probe failed: ServerScoreError: echo does not reconstruct"),
+@pytest.mark.parametrize(("shape", "generate", "message"), [
+    (shifted_logprobs, truthful,
+     r"echo inconsistent with generation: after '.*' the echo gives ' Friday' -12.894 nats but "
+     r"generating it at the same position gives -0.098 \(expected within 0.2\): the echo "
+     r"reports prompt log-probs from the wrong position .*; and implausible log-probs: after "
+     r"'.*', ' Friday' got -12.894 and ' Banana' -15.047 nats"),
+    (constant_logprobs, None,
+     r"implausible log-probs: .* ' Friday' got -0.500 and ' Banana' -1.000"),
+    (shifted_down, None, r"implausible log-probs: .* ' Friday' got -10.098 and ' Banana' -38.083"),
+    (raw_logits, None, r"implausible log-probs: .* ' Friday' got 19.902 and ' Banana' 21.917"),
+    (spaces_dropped, truthful, r"score probe failed: ServerScoreError: echo does not "
+                               r"reconstruct"),
 ])
-def test_the_probe_refuses_an_implausible_server_naming_it(server, shape, message):
-    server.respond = shape
-    with pytest.raises(ServerScoreError, match=rf"^{server.url} \(model 'smollm2'\): {message}"):
+def test_the_probe_refuses_an_implausible_server_naming_it(server, shape, generate, message):
+    server.respond, server.generate = shape, generate or consistent_with(shape)
+    with pytest.raises(ServerScoreError, match=rf"^{server.url} \(model 'smollm2'\): {message}"
+                       ) as refused:
         OpenAIEngine.from_spec(_spec(server))
+    assert str(refused.value).endswith("set probe_score: false in its model spec")
+    if generate is None:  # consistent with its own echo: only the model-dependent bounds fire
+        assert "inconsistent" not in str(refused.value)
+
+
+def test_the_probe_refuses_llama_cpp_pythons_server_naming_its_two_faults(server):
+    """Recorded replies of llama-cpp-python 0.3.36's server: its echo of a plain prompt reads
+    each token's log-prob one position late, and its echo of a chat prompt drops the special
+    tokens."""
+    server.replay = llama_cpp_replay
+    with pytest.raises(ServerScoreError) as refused:
+        OpenAIEngine.from_spec(_spec(server))
+    message = str(refused.value)
+    assert message.startswith(f"{server.url} (model 'smollm2'): echo inconsistent with "
+                              "generation: after 'Monday, Tuesday, Wednesday, Thursday,' the echo "
+                              "gives ' Friday' -8.228 nats but generating it at the same position "
+                              "gives -0.102")
+    assert "; and implausible log-probs: after" in message
+    assert ("; and score probe failed: ServerScoreError: echo does not reconstruct the prompt: "
+            "they part at character 0: echoed 'system\\nYou are a hel' vs prompt "
+            "'<|im_start|>system\\nY'") in message
+    assert "the echo leaves out the prompt's special tokens (such as '<|im_start|>')" in message
+
+
+def test_llama_cpp_pythons_echo_of_a_chat_prompt_is_refused_when_scoring(server):
+    """Without the probe, the verdict request still fails loudly rather than misaligning."""
+    server.replay = llama_cpp_replay
+    engine = _engine(server)
+    request = ScoreRequest(messages=RECORDED["verdict_messages"],
+                           candidates=("Equal", "Not Equal"))
+    with pytest.raises(ServerScoreError, match=r"leaves out the prompt's special tokens"):
+        engine.score([request])
 
 
 def test_the_probe_can_be_switched_off(server):
