@@ -145,8 +145,8 @@ def _from_dict(response_type, value: dict):
 
 
 def build_engine(spec: ModelSpec) -> LLMEngine:
-    """The engine a model spec names: a local transformers model or an OpenAI-compatible
-    server (vLLM behind `ray.serve.llm` on GPU clusters)."""
+    """The engine a model spec names: a local transformers or llama.cpp model, or an
+    OpenAI-compatible server (vLLM behind `ray.serve.llm` on GPU clusters)."""
     if spec.engine in ("openai", "vllm"):
         from teamsrl.llm.openai_engine import OpenAIEngine
 
@@ -155,6 +155,10 @@ def build_engine(spec: ModelSpec) -> LLMEngine:
         from teamsrl.llm.simulated_engine import SimulatedEngine
 
         return SimulatedEngine.from_spec(spec)
+    if spec.engine == "llamacpp":
+        from teamsrl.llm.llamacpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(spec.model)
     from teamsrl.llm.transformers_engine import TransformersEngine
 
     return TransformersEngine(spec.model, device=spec.device, dtype=spec.dtype,

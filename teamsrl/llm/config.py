@@ -57,8 +57,11 @@ class ModelSpec(_Strict):
 
     model: str = Field(SMOLLM2_ID, description="`embedded:smollm2-135m-instruct`, a local HF "
                        "folder, or a local .gguf file (nothing is downloaded)")
-    engine: Literal["transformers", "openai", "vllm", "simulated"] = Field(
-        "transformers", description="transformers: a local model (CPU/GPU); openai: any "
+    engine: Literal["transformers", "llamacpp", "openai", "vllm", "simulated"] = Field(
+        "transformers", description="transformers: a local model (CPU/GPU); llamacpp: the same "
+        "GGUF run by llama.cpp on the CPU, one request at a time, same prompts and seeded "
+        "sampling (the optional extra `teamsrl[llamacpp]`; device, dtype and max_batch_size do "
+        "not apply); openai: any "
         "OpenAI-compatible server at base_url; vllm: the same client pointed at a "
         "ray.serve.llm vLLM app (GPU clusters; untested on CPU machines); simulated: a "
         "latency model of a vLLM GPU with random-word texts, for throughput benchmarks only "
@@ -124,4 +127,4 @@ def refuse_simulated(llm_config: LLMConfig, what: str) -> None:
         keys = ", ".join(f"llm.{r}.engine = 'simulated'" for r in roles)
         raise ValueError(f"{what}: {keys}: a latency model whose texts and log-probs are random, "
                          "for throughput benchmarks only; expected a real engine (transformers, "
-                         "openai or vllm) for a quality figure")
+                         "llamacpp, openai or vllm) for a quality figure")

@@ -41,8 +41,8 @@ def test_overrides_parse_yaml_values(tmp_path):
         (["llm.expert.temperature=9"],
          r"key 'llm.expert.temperature' = 9: expected less than or equal to 5"),
         (["llm.expert.engine=tgi"],
-         r"key 'llm.expert.engine' = 'tgi': expected 'transformers', 'openai', 'vllm' or "
-         r"'simulated'"),
+         r"key 'llm.expert.engine' = 'tgi': expected 'transformers', 'llamacpp', 'openai', "
+         r"'vllm' or 'simulated'"),
         (["actions.operations=[breadth, breadth]"], r"duplicate action name\(s\) \['breadth'\]"),
         (["actions.operations=[]"], r"no operation; expected at least one"),
         (["actions.operations=[fly]"], r"unknown operation 'fly'"),
