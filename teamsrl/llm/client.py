@@ -162,7 +162,8 @@ def build_engine(spec: ModelSpec) -> LLMEngine:
     from teamsrl.llm.transformers_engine import TransformersEngine
 
     return TransformersEngine(spec.model, device=spec.device, dtype=spec.dtype,
-                              max_batch_size=spec.max_batch_size)
+                              max_batch_size=spec.max_batch_size,
+                              adaptive_threads=spec.adaptive_threads)
 
 
 def build_engines(config: LLMConfig) -> dict[str, LLMEngine]:
@@ -170,7 +171,8 @@ def build_engines(config: LLMConfig) -> dict[str, LLMEngine]:
     engines: dict[str, LLMEngine] = {}
     loaded: dict[tuple, LLMEngine] = {}
     for role, spec in {"expert": config.expert, "reviewer": config.reviewer}.items():
-        key = (spec.model, spec.engine, spec.device, spec.dtype, spec.max_batch_size)
+        key = (spec.model, spec.engine, spec.device, spec.dtype, spec.max_batch_size,
+               spec.adaptive_threads)
         if key not in loaded:
             loaded[key] = build_engine(spec)
         engines[role] = loaded[key]

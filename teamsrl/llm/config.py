@@ -78,6 +78,10 @@ class ModelSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU")
     max_batch_size: int = Field(16, ge=1, description="rows per forward pass in the engine")
+    adaptive_threads: bool = Field(
+        True, description="transformers engine on CPU: torch's threads follow the cores other "
+        "processes leave free, re-read every 16 decode steps (teamsrl/cpu.py); off: torch's "
+        "fixed count")
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="sampling temperature (0 = greedy)")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_tokens: int = Field(96, ge=1, le=8192, description="new tokens per completion")

@@ -31,6 +31,26 @@ def test_a_request_gives_the_same_text_alone_and_in_a_batch_of_8(smollm2_engine)
         assert alone.completion_tokens == batch[i].completion_tokens
 
 
+def test_texts_and_scores_do_not_depend_on_the_thread_count(smollm2_engine, monkeypatch):
+    """The thread governor (teamsrl.cpu) changes torch's threads with the load: that must change
+    no text and no score, so a rerun under load still equals its cache."""
+    import torch
+
+    monkeypatch.setattr(smollm2_engine, "governor", None)  # the test sets the threads itself
+    before = torch.get_num_threads()
+    score = [ScoreRequest(prompt="The capital of France is", candidates=(" Paris", " Rome"))]
+    seen = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            seen[threads] = ([r.text for r in smollm2_engine.generate(_requests(max_tokens=32))]
+                             + [smollm2_engine.generate(_requests(max_tokens=32)[:1])[0].text],
+                             smollm2_engine.score(score)[0].logprobs)
+    finally:
+        torch.set_num_threads(before)
+    assert seen[1] == seen[2]
+
+
 def test_sampling_depends_on_the_seed_and_greedy_does_not(smollm2_engine):
     msgs = [{"role": "user", "content": "Invent a name for a new colour."}]
     texts = {smollm2_engine.generate([ChatRequest(messages=msgs, temperature=1.0, seed=s,
