@@ -118,14 +118,10 @@ class LlamaCppEngine:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _chat_ids(self, messages, budget: int) -> tuple[list[int], bool]:
-        """Token ids of chat messages with the assistant prefix; left-truncated to `budget`."""
-        text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > budget:
-            return ids[-budget:], True
-        return ids, False
+        """The transformers engine's prompt ids, token for token (`chat_ids`)."""
+        from teamsrl.llm.transformers_engine import chat_ids
+
+        return chat_ids(self.tokenizer, messages, budget)
 
     def _eval_from_empty(self, ids: list[int]) -> None:
         """Evaluate `ids` from an empty KV cache, so nothing from an earlier call is reused."""

@@ -18,6 +18,17 @@ from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreRes
 log = logging.getLogger(__name__)
 
 
+def chat_ids(tokenizer, messages, budget: int) -> tuple[list[int], bool]:
+    """Token ids of chat messages with the assistant prefix, left-truncated to `budget`, and
+    whether they were (the prompt of every engine that renders the HF chat template itself)."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) > budget:
+        return ids[-budget:], True
+    return ids, False
+
+
 class TransformersEngine:
     """An `LLMEngine` over a local HF model folder or GGUF file."""
 
@@ -64,14 +75,7 @@ class TransformersEngine:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _chat_ids(self, messages, budget: int) -> tuple[list[int], bool]:
-        """Token ids of chat messages with the assistant prefix; left-truncated to `budget`."""
-        text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > budget:
-            return ids[-budget:], True
-        return ids, False
+        return chat_ids(self.tokenizer, messages, budget)
 
     # ---------------------------------------------------------------- generate
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
