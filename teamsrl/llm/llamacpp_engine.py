@@ -165,15 +165,9 @@ class LlamaCppEngine:
     def _score_one(self, req: ScoreRequest) -> ScoreResponse:
         import torch
 
-        cand_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"]
-                    for c in req.candidates]
-        budget = self.context_length - max(len(c) for c in cand_ids)
-        if req.messages:
-            ctx, _ = self._chat_ids(req.messages, budget)
-        else:
-            ctx = self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"][-budget:]
-            if self.tokenizer.bos_token_id is not None:
-                ctx = [self.tokenizer.bos_token_id, *ctx][-budget:]
+        from teamsrl.llm.transformers_engine import score_ids
+
+        ctx, cand_ids = score_ids(self.tokenizer, req, self.context_length)
         sums = []
         for cand in cand_ids:
             self._eval_from_empty(ctx + cand)

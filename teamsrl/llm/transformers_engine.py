@@ -29,6 +29,20 @@ def chat_ids(tokenizer, messages, budget: int) -> tuple[list[int], bool]:
     return ids, False
 
 
+def score_ids(tokenizer, req: ScoreRequest, context_length: int
+              ) -> tuple[list[int], list[list[int]]]:
+    """A score request's context ids (chat template, or the plain prompt after BOS), left-cut so
+    the longest candidate still fits `context_length`, and each candidate's ids."""
+    cand_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in req.candidates]
+    budget = context_length - max(len(c) for c in cand_ids)
+    if req.messages:
+        return chat_ids(tokenizer, req.messages, budget)[0], cand_ids
+    ctx = tokenizer(req.prompt, add_special_tokens=False)["input_ids"][-budget:]
+    if tokenizer.bos_token_id is not None:
+        ctx = [tokenizer.bos_token_id, *ctx][-budget:]
+    return ctx, cand_ids
+
+
 class TransformersEngine:
     """An `LLMEngine` over a local HF model folder or GGUF file."""
 
@@ -142,15 +156,7 @@ class TransformersEngine:
         rows: list[tuple[int, list[int], int]] = []  # (request index, ids, candidate length)
         prompt_lens = []
         for i, req in enumerate(requests):
-            cand_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"]
-                        for c in req.candidates]
-            budget = self.context_length - max(len(c) for c in cand_ids)
-            if req.messages:
-                ctx, _ = self._chat_ids(req.messages, budget)
-            else:
-                ctx = self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"][-budget:]
-                if self.tokenizer.bos_token_id is not None:
-                    ctx = [self.tokenizer.bos_token_id, *ctx][-budget:]
+            ctx, cand_ids = score_ids(self.tokenizer, req, self.context_length)
             prompt_lens.append(len(ctx))
             rows.extend((i, ctx + c, len(c)) for c in cand_ids)
         sums = [0.0] * len(rows)
