@@ -33,8 +33,10 @@ skipped, an interrupted one resumes (training from its checkpoint, generation fr
    interval (resampling policies/runs and generation seeds, paired across arms); (b) the same
    with training amortised over `--amortise-rows` kept rows, and the break-even dataset size.
 The results JSON (`benchmarks/results_file.py`) holds the command, commit, config, machine,
-date and every raw per-run figure; `<work>/headline.png` plots valid rows (and reference loss)
-vs expert queries with interval bands when matplotlib is installed.
+date and every raw per-run figure (a copy stays at `<work>/headline.json` when `--out` is
+elsewhere); `<work>/headline.png` plots valid rows (and reference loss) vs expert queries with
+interval bands when matplotlib is installed (`teamsrl.evaluate.figures.quality_vs_queries`,
+which `teamsrl report <work>` draws on its page too).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sqlite3
 import sys
 from collections import Counter
@@ -53,6 +56,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_file import ResultsFile, add_out_argument  # noqa: E402
+
+from teamsrl.evaluate.figures import quality_vs_queries  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -196,8 +201,6 @@ def train_unit(config, k: int, split, work: Path, address: str | None, progress:
 def frequency_policy(policy_dir: str, shares: dict[str, float], out: Path) -> str:
     """An exported policy with the shares of `shares` whatever the observation: the trained
     module with its last action layer's weights 0 and its bias log(share)."""
-    import shutil
-
     import torch
 
     from teamsrl.policy.export import MODULE, SPEC, load_policy
@@ -430,7 +433,7 @@ def headline(train: list[int], rows: dict, gen_ids: list[str], budgets: list[int
             "bootstrap": f"{n_boot} resamples of (runs, generation seeds) with replacement, the "
                          "same draw for every arm; 95% percentile intervals (inverted CDF: an "
                          "unreached match counts as infinite, shown as null)",
-            "amortise_valid_rows": amortise_rows}
+            "amortise_valid_rows": amortise_rows, "budgets": budgets}
 
 
 def reference_headline(per_run: dict, train: list[int], budgets: list[int]) -> dict | None:
@@ -456,40 +459,6 @@ def reference_headline(per_run: dict, train: list[int], budgets: list[int]) -> d
                     "run had no kept row within that budget)"}
 
 
-def plot(figs: dict, ref: dict | None, budgets: list[int], path: Path) -> Path | None:
-    """Valid rows (and reference loss) vs expert queries, training included for the policy,
-    with the bootstrap bands; None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    t = figs["training_queries"] or 0.0
-    panels = 2 if ref else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
-    for arm in ARMS:
-        x = np.array(budgets, dtype=float) + (t if arm == "policy" else 0.0)
-        label = f"{arm} (x includes {t:.0f} training queries)" if arm == "policy" else arm
-        axes[0][0].plot(x, figs["curve"][arm], marker="o", label=label)
-        lo, hi = zip(*figs["bands"][arm], strict=True)
-        axes[0][0].fill_between(x, lo, hi, alpha=0.2)
-        if ref:
-            loss = [math.nan if v is None else v for v in ref["mean_loss"][arm]]
-            axes[0][1].plot(x, loss, marker="o", label=arm)
-    axes[0][0].set(xlabel="expert engine queries", ylabel="kept rows judged valid",
-                   title="quality vs queries (95% bootstrap bands)")
-    axes[0][0].legend(fontsize=8)
-    if ref:
-        axes[0][1].set(xlabel="expert engine queries", ylabel="reference loss (nats/token)",
-                       title="reference loss after the same fine-tuning steps")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------------- the command
 
 
@@ -511,7 +480,7 @@ def main(argv: list[str] | None = None, engines=None) -> dict:
     args = parse_args(argv)
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out) if args.out else work / "headline.json"
+    out = Path(args.out).resolve() if args.out else work / "headline.json"
     config_record = {k: v for k, v in vars(args).items() if k != "budget_list"}
     results = ResultsFile(out, config_record)
 
@@ -586,10 +555,11 @@ def main(argv: list[str] | None = None, engines=None) -> dict:
     figs["training_reviewer_queries"] = float(np.mean([queries(p["cost"], "reviewer")
                                                        for p in policies]))
     ref = reference_headline(per_run, train, args.budget_list)
-    png = plot(figs, ref, args.budget_list, work / "headline.png")
+    try:
+        png = quality_vs_queries(figs, ref, layout.headline.with_suffix(".png"))
+    except ImportError:  # matplotlib is optional: the figures are in the JSON
+        png = None
     if png and args.out:
-        import shutil
-
         shutil.copyfile(png, out.with_suffix(".png"))
     _print(figs, ref, args, png, policies, runs)
     record_path = results.write(
@@ -599,6 +569,8 @@ def main(argv: list[str] | None = None, engines=None) -> dict:
                               "queries + cache hits beside"},
         raw={"seed_split": split.to_json(), "generation_seed_ids": gen_ids,
              "policies": policies, "runs": runs})
+    if record_path != layout.headline:  # `teamsrl report <work>` reads it from the work dir
+        shutil.copyfile(record_path, layout.headline)
     return json.loads(record_path.read_text(encoding="utf-8"))
 
 

@@ -178,7 +178,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _add_report(sub: _Subparsers) -> None:
     """Draw a run on one page: PPO return and reward components, action distribution, diversity vs
-    expert queries (policy vs random baseline), SFT loss, eval scores, membership-attack ROC.
+    expert queries (policy vs random baseline), SFT loss, eval scores, membership-attack ROC;
+    in a benchmarks/headline.py work dir, the headline (quality vs queries, ratios, intervals).
     Reads whatever stages have written under RUN_DIR (a missing input skips its figure with a
     note) and writes RUN_DIR/report/report.md + PNGs; logs them to W&B.
     """

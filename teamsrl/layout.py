@@ -6,6 +6,7 @@
         policy/checkpoints/iter_00003/  policy/export/  policy/ledger.json
         generate/<policy|random>/   rows.jsonl data.jsonl dataset/ summary.json README.md run.json
         finetune/<policy|random>/   eval/<policy|random>/   eval/base-reference.json   report/
+        headline.json  (a `benchmarks/headline.py` work dir: its results, drawn by the report)
 
 `teamsrl finetune --out` and `teamsrl evaluate` standalone default to `finetune/` and `eval/`
 themselves (one model); the pipeline fine-tunes and evaluates each arm in its own sub-folder.
@@ -65,6 +66,7 @@ class RunLayout:
     base_reference: Path = field(init=False)  # the base model's reference losses (both arms')
     report: Path = field(init=False)  # the report page and its figures
     sweep_trial: Path = field(init=False)  # a finished sweep trial's row of the results
+    headline: Path = field(init=False)  # benchmarks/headline.py's results (its work dir only)
 
     def __post_init__(self) -> None:
         _place(self, config="config.yaml", ledger="ledger.sqlite", cache="llm-cache.sqlite",
@@ -74,7 +76,7 @@ class RunLayout:
                policy_ledger="policy/ledger.json", serve_stats="policy/serve-stats.json",
                generate="generate", finetune="finetune", eval="eval",
                base_reference="eval/base-reference.json", report="report",
-               sweep_trial="sweep-trial.json")
+               sweep_trial="sweep-trial.json", headline="headline.json")
 
     @classmethod
     def of(cls, run_dir: str | Path) -> RunLayout:

@@ -1,4 +1,5 @@
-"""The report's figures (matplotlib, Agg backend): each takes plain data and a PNG path.
+"""The report's figures (matplotlib, Agg backend): each takes plain data and a PNG path
+(`quality_vs_queries` is also `benchmarks/headline.py`'s figure).
 
 Every figure has axis labels with units and a legend; `teamsrl.evaluate.report` reads the run's
 files and decides which figures can be drawn.
@@ -193,4 +194,42 @@ def roc_curves(arms: dict[str, Any], path: Path) -> Path:
     ax.set_title("Membership-inference attack (members vs non-members)", fontsize=10)
     ax.legend(loc="lower right", fontsize=6)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+HEADLINE_LABELS = {**ARM_LABELS, "frequency": "random with the policy's action shares"}
+
+
+def quality_vs_queries(valid_rows: dict[str, Any], reference_loss: dict[str, Any] | None,
+                       path: Path) -> Path:
+    """The headline (`benchmarks/headline.py`'s `summary`): judged-valid kept rows per arm vs
+    expert queries with the bootstrap bands, the policy's x shifted by its training queries;
+    beside it the reference loss per arm and budget when there is one."""
+    plt = _plt()
+    budgets = valid_rows["budgets"]
+    t = valid_rows["training_queries"] or 0.0
+    panels = 2 if reference_loss else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), dpi=120, squeeze=False)
+    quality = axes[0][0]
+    for i, (arm, curve) in enumerate(valid_rows["curve"].items()):
+        x = [b + (t if arm == "policy" else 0.0) for b in budgets]
+        label = HEADLINE_LABELS.get(arm, arm)
+        if arm == "policy":
+            label += f" (x includes {t:.0f} training queries)"
+        quality.plot(x, curve, marker="o", color=f"C{i}", label=label)
+        lo, hi = zip(*valid_rows["bands"][arm], strict=True)
+        quality.fill_between(x, lo, hi, color=f"C{i}", alpha=0.2)
+        if reference_loss:
+            loss = [float("nan") if v is None else v for v in reference_loss["mean_loss"][arm]]
+            axes[0][1].plot(x, loss, marker="o", color=f"C{i}", label=HEADLINE_LABELS.get(arm, arm))
+    quality.set(xlabel="expert engine queries (count)", ylabel="kept rows judged valid (count)",
+                title="Quality vs expert queries (95% bootstrap bands)")
+    quality.legend(loc="best", fontsize=7)
+    quality.grid(alpha=0.3)
+    if reference_loss:
+        axes[0][1].set(xlabel="expert engine queries (count)",
+                       ylabel="reference loss (nats per answer token)",
+                       title="Reference loss after the same fine-tuning steps")
+        axes[0][1].legend(loc="best", fontsize=7)
+        axes[0][1].grid(alpha=0.3)
     return _save(fig, path)

@@ -10,6 +10,8 @@ that failed as "not an instruction", and the first seeds' evolution chains to re
 attack, reference loss) — one column per arm, the paper's table: the model fine-tuned on the
 policy's data beside the one fine-tuned on the Evol-Instruct baseline's. A run evaluated with
 the standalone defaults (`finetune/`, `eval/` themselves) shows as one column, "fine-tuned".
+A `benchmarks/headline.py` work dir (`headline.json`) gets the headline first: quality vs expert
+queries with its bands, the ratios with their 95% intervals, the break-even size.
 The figures also go to W&B (offline by default) as the run's `report` job.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from teamsrl.evaluate import figures
 from teamsrl.evaluate.report_eval import eval_sections
+from teamsrl.evaluate.report_headline import headline_sections
 from teamsrl.evaluate.report_parts import (
     Section,
     arm_folders,
@@ -236,8 +239,8 @@ def build_report(run_dir: str | Path, config=None,
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()  # a figure whose input has gone must not linger from an older report
-    builders = [ppo_sections, generation_section, partial(data_sections, rescore=rescore),
-                sft_section, eval_sections]
+    builders = [headline_sections, ppo_sections, generation_section,
+                partial(data_sections, rescore=rescore), sft_section, eval_sections]
     sections: list[Section] = []
     for build in builders:
         try:
