@@ -12,12 +12,16 @@ run and arm:
   that is not is the next one.
 - `hand_invalid`: on a random sample of kept rows (`--sample`, fixed rng), the share a person
   labelled invalid by reading each row under tests/data/validity/README.md's rules. The sample
-  is written to `tests/data/validity/kept/<phase>-<arm>.jsonl` with an empty `label` the first
-  time; labels are filled in by hand, and later runs read them.
+  is written to `<hand dir>/<phase>-<arm>.jsonl` with an empty `label` the first time (hand dir:
+  `tests/data/validity/kept/` for `before`, `--after-hand-dir` for the after phase); labels are
+  filled in by hand, and later runs read them. The judge trains on `kept/`; a later judge is
+  checked on a fresh run whose sample goes elsewhere (`check/`), so no row it trained on is
+  counted.
 - `not_instruction_steps`: evolution steps that failed as "not an instruction" (rows.jsonl).
 
     .venv/bin/python benchmarks/validity_before_after.py --before runs/q15-before \
-        --after runs/q15-after --out benchmarks/results/validity_before_after.json
+        --after runs/q15c --after-name after2 --after-hand-dir tests/data/validity/check \
+        --out benchmarks/results/validity_before_after.json
 """
 
 from __future__ import annotations
@@ -57,14 +61,9 @@ def share_with_interval(flags: list[bool], resamples: int = 2000, seed: int = 0)
             "n": int(x.size)}
 
 
-def sample_file(phase: str, arm: str) -> Path:
-    """Where the hand-labelled sample of one run's kept rows lives."""
-    return KEPT / f"{phase}-{arm}.jsonl"
-
-
-def hand_labels(phase: str, arm: str, kept: list[Row], size: int) -> list[dict]:
-    """The labelled sample (written unlabelled on first use: a person fills `label` in)."""
-    path = sample_file(phase, arm)
+def hand_labels(path: Path, phase: str, arm: str, kept: list[Row], size: int) -> list[dict]:
+    """The labelled sample at `path` (written unlabelled on first use: a person fills `label`
+    in)."""
     if not path.is_file():
         picked = random.Random(f"{phase}-{arm}").sample(kept, min(size, len(kept)))
         picked.sort(key=lambda r: r.order)
@@ -87,7 +86,7 @@ def kept_rows(arm_dir: Path) -> tuple[list[Row], list[Row]]:
     return [r for r in rows if r.row_id in final], rows
 
 
-def measure(phase: str, run: Path, arm: str, judge, sample: int) -> dict:
+def measure(phase: str, run: Path, arm: str, judge, sample: int, hand_dir: Path) -> dict:
     """One run and arm: judged-invalid share of kept rows, hand labels, rule failures."""
     kept, rows = kept_rows(run / "generate" / arm)
     valid = judge.is_valid([r.instruction for r in kept])
@@ -97,7 +96,8 @@ def measure(phase: str, run: Path, arm: str, judge, sample: int) -> dict:
                                      and r.failure.kind is FailureKind.NOT_INSTRUCTION),
         "judged_invalid": share_with_interval([not v for v in valid]),
     }
-    labels = hand_labels(phase, arm, kept, sample) if sample else []
+    labels = (hand_labels(hand_dir / f"{phase}-{arm}.jsonl", phase, arm, kept, sample)
+              if sample else [])
     if labels and all(item["label"] for item in labels):
         out["hand_invalid"] = share_with_interval([item["label"] != VALID for item in labels])
         kinds: dict[str, int] = {}
@@ -111,11 +111,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, required=True, help="run dir, judge off")
     parser.add_argument("--after", type=Path, required=True, help="run dir, judge on")
+    parser.add_argument("--after-name", default="after",
+                        help="the after phase's name in the results and its sample files")
+    parser.add_argument("--after-hand-dir", type=Path, default=KEPT,
+                        help="where the after phase's hand-labelled samples live")
     parser.add_argument("--judge-dir", type=Path, default=Path("runs/validity-before-after"),
                         help="cache and ledger of the judge's reviewer queries (not a run's)")
     parser.add_argument("--sample", type=int, default=50, help="kept rows labelled by hand")
     parser.add_argument("--hand-phases", nargs="+", default=["before", "after"],
-                        help="phases whose kept rows get a hand-labelled sample")
+                        help="phases (before, after) whose kept rows get a hand-labelled sample")
     add_out_argument(parser, "validity_before_after")
     args = parser.parse_args()
     results = ResultsFile(args.out, {k: str(v) for k, v in vars(args).items()})
@@ -128,10 +132,12 @@ def main() -> None:
     client = build_client(config.llm, args.judge_dir, stage="validity-before-after")
     judge = ValidityJudge.from_config(config.env.quality, client=client)
     summary = {"judge": {"method": judge.method, "threshold": judge.threshold}}
-    for phase, run in (("before", args.before), ("after", args.after)):
+    phases = (("before", "before", args.before, KEPT),
+              ("after", args.after_name, args.after, args.after_hand_dir))
+    for role, phase, run, hand_dir in phases:
         for arm in ARMS:
-            size = args.sample if phase in args.hand_phases else 0
-            summary[f"{phase}/{arm}"] = figures = measure(phase, run, arm, judge, size)
+            size = args.sample if role in args.hand_phases else 0
+            summary[f"{phase}/{arm}"] = figures = measure(phase, run, arm, judge, size, hand_dir)
             print(f"{phase:6} {arm:6} kept {figures['kept']:3}/{figures['steps']:3}  "
                   f"judged invalid {figures['judged_invalid']['share']:.2f} "
                   f"{figures['judged_invalid']['ci95']}"

@@ -2,13 +2,24 @@
 
 Candidates (`teamsrl.quality`): `embedding` (logistic regression on MiniLM + cheap features),
 `reviewer` (SmolLM2's few-shot P("Valid task") through `LLMClient.score`), `combined` (the
-regression plus the reviewer's log-odds). On dev: the regularisation C and each method's
-threshold are chosen from out-of-fold predictions (folds grouped by seed, so one seed's chain
-never sits on both sides); the regressions are then refit on all of dev. On test (touched only
-here): accuracy and the invalid class's precision and recall, each with a bootstrap 95% interval
-(items resampled, 2000 times, fixed rng). Writes benchmarks/results/validity_judge.json; with
-`--write-judge` also the shipped weights, teamsrl/data/validity_judge.json. Reviewer scores go
-through the cached client: a rerun costs no query.
+regression plus the reviewer's fluency and reply features: two short queries a text);
+`combined_fewshot` (combined plus the few-shot log-odds: a third, 400-token query a text) is
+measured beside them, not shipped.
+
+On dev: the regularisation C and each method's threshold are chosen from out-of-fold
+predictions (folds grouped by seed, so one seed's chain never sits on both sides); the
+regressions are then refit on all of dev. Every method's validity is 0 where
+`points_at_missing_context` fires (the shipped judge's default `missing_context: invalid`). Each
+threshold: the best out-of-fold accuracy among thresholds with invalid recall >= 0.85 at
+precision >= 0.8 (else the best accuracy). On test (touched only here): accuracy and the invalid
+class's precision and recall at that threshold, each with a bootstrap 95% interval (items
+resampled, 2000 times, fixed rng). Held out as well, the hand-labelled kept rows of generation
+runs (`tests/data/validity/kept/`, `--kept`): per file, how many pass each threshold and the
+invalid share among those (`before-*`: rows kept with no judge, the population a filter sees;
+`after-*`: rows an older judge let through, its hard cases). Writes
+benchmarks/results/validity_judge.json; with `--write-judge` also the shipped weights,
+teamsrl/data/validity_judge.json. Reviewer scores go through the cached client: a rerun costs no
+query.
 
     .venv/bin/python benchmarks/validity_judge.py --write-judge --threads 1
 """
@@ -36,27 +47,38 @@ from teamsrl.quality import (  # noqa: E402
     DEFAULT_JUDGE_FILE,
     METHODS,
     OPENINGS,
+    REVIEWER_FEATURES,
     JudgeFile,
     LinearModel,
     feature_names,
+    points_at_missing_context,
     reviewer_logodds,
     reviewer_prompt_digest,
+    reviewer_signals,
     text_features,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "validity"
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+KEPT = DATA / "kept"
 GOAL_RECALL, GOAL_PRECISION = 0.85, 0.8
 
 
 def load_items(path: Path) -> list[dict]:
-    """Labelled items of one part; an unlabelled item is an error."""
+    """Labelled items of one part; an unlabelled item is an error. Kept rows (`<seed>/<step>`
+    ids, no `seed_id`) get their seed from the id."""
     items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     missing = [it["id"] for it in items if not it.get("label")]
     if missing:
         raise SystemExit(f"{path}: {len(missing)} unlabelled item(s), e.g. {missing[:3]}")
+    for it in items:
+        if "seed_id" not in it:
+            it["seed_id"] = it["id"].split("/")[0]
     return items
+
+
+
 
 
 def figures(valid: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
@@ -119,9 +141,22 @@ def recall_threshold(valid: np.ndarray, p: np.ndarray) -> float:
     return round(max(ok)[2], 6)
 
 
-def fit_linear(x: np.ndarray, valid: np.ndarray, groups: list[str], names: list[str], seed: int
-               ) -> tuple[LinearModel, dict]:
-    """C by grouped-CV accuracy, threshold on the out-of-fold probabilities, refit on all."""
+def kept_figures(valid: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """On one file of hand-labelled kept rows: how many pass and the invalid share of those."""
+    def at(t: float) -> dict:
+        passing = p >= t
+        return {"passing": int(passing.sum()),
+                "invalid_share_passing": round(float(np.mean(~valid[passing])), 4)
+                if passing.any() else None}
+
+    return {"rows": len(p), "invalid_share": round(float(np.mean(~valid)), 4), **at(threshold),
+            "by_threshold": {f"{t:.2f}": at(t) for t in np.arange(0.30, 0.86, 0.05)}}
+
+
+def fit_linear(x: np.ndarray, valid: np.ndarray, groups: list[str], names: list[str], seed: int,
+               ruled_out: np.ndarray) -> tuple[LinearModel, dict]:
+    """C by grouped-CV accuracy, threshold on the out-of-fold probabilities (0 where
+    `ruled_out`), refit on all."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
@@ -132,6 +167,7 @@ def fit_linear(x: np.ndarray, valid: np.ndarray, groups: list[str], names: list[
         for tr, te in folds:
             model = LogisticRegression(C=c, max_iter=5000, random_state=seed)
             oof[te] = model.fit(x[tr], valid[tr]).predict_proba(x[te])[:, 1]
+        oof[ruled_out] = 0.0
         acc = figures(valid, oof, choose_threshold(valid, oof))["accuracy"]
         if best is None or acc > best[0]:
             best = (acc, c, oof)
@@ -154,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dev", default=str(DATA / "dev.jsonl"))
     p.add_argument("--test", default=str(DATA / "test.jsonl"))
+    p.add_argument("--kept", nargs="*", default=[str(f) for f in sorted(KEPT.glob("*.jsonl"))],
+                   help="hand-labelled kept rows of generation runs, scored as held-out checks")
     p.add_argument("--config", default=str(ROOT / "experiments" / "quickstart.yaml"),
                    help="experiment config whose llm section builds the reviewer")
     p.add_argument("--run-dir", default=str(ROOT / "runs" / "validity-judge"),
@@ -180,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     shared = {it["seed_id"] for it in dev} & {it["seed_id"] for it in test}
     if shared:
         raise SystemExit(f"seed(s) {sorted(shared)[:3]} in both dev and test")
+    kept = {Path(f).stem: load_items(Path(f)) for f in args.kept}
     config = load_config(args.config, [f"run_dir={args.run_dir}"])
     client = build_client(config.llm, args.run_dir, stage="quality")
     embedder = shared_embedder(MINILM_ID)
@@ -193,47 +232,90 @@ def main(argv: list[str] | None = None) -> int:
         # Chunks: each is cached as it completes, so an interrupted run resumes for free.
         lo = np.concatenate([reviewer_logodds(client, texts[i : i + 16])
                              for i in range(0, len(texts), 16)])
-        return {"x": x, "lo": lo, "valid": np.array([it["label"] == "valid" for it in items]),
+        flu = np.concatenate([reviewer_signals(client, texts[i : i + 16])
+                              for i in range(0, len(texts), 16)])
+        return {"x": x, "lo": lo, "flu": flu,
+                "valid": np.array([it["label"] == "valid" for it in items]),
                 "groups": [it["seed_id"] for it in items],
+                "ruled_out": np.array([points_at_missing_context(s) for s in texts]),
                 "seconds": {"embedding": emb_s, "reviewer": time.perf_counter() - start}}
 
     d = measure(dev)
     names = feature_names(embedder.dim)
-    emb_model, emb_fit = fit_linear(d["x"], d["valid"], d["groups"], names, args.seed)
-    xc_dev = np.hstack([d["x"], d["lo"][:, None]])
-    comb_model, comb_fit = fit_linear(xc_dev, d["valid"], d["groups"],
-                                      [*names, "reviewer_logodds"], args.seed)
-    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
-    rev_threshold = choose_threshold(d["valid"], sig(d["lo"]))
-    dev_p = {"embedding": emb_fit["oof"], "reviewer": sig(d["lo"]), "combined": comb_fit["oof"]}
+    fit = lambda x, cols: fit_linear(x, d["valid"], d["groups"], cols, args.seed,  # noqa: E731
+                                     d["ruled_out"])
+    emb_model, emb_fit = fit(d["x"], names)
+    comb_model, comb_fit = fit(np.hstack([d["x"], d["flu"]]), [*names, *REVIEWER_FEATURES])
+    fs_model, fs_fit = fit(np.hstack([d["x"], d["flu"], d["lo"][:, None]]),
+                           [*names, *REVIEWER_FEATURES, "reviewer_logodds"])
+
+    def sig(z: np.ndarray, ruled_out: np.ndarray) -> np.ndarray:
+        return np.where(ruled_out, 0.0, 1.0 / (1.0 + np.exp(-z)))
+
+    rev_threshold = choose_threshold(d["valid"], sig(d["lo"], d["ruled_out"]))
+    dev_p = {"embedding": emb_fit["oof"], "reviewer": sig(d["lo"], d["ruled_out"]),
+             "combined": comb_fit["oof"],
+             "combined_fewshot": fs_fit["oof"]}
     thresholds = {"embedding": emb_model.threshold, "reviewer": rev_threshold,
-                  "combined": comb_model.threshold}
-    for m in METHODS:
+                  "combined": comb_model.threshold, "combined_fewshot": fs_model.threshold}
+    for m in (*METHODS, "combined_fewshot"):
         print(f"dev (out of fold) {m:10} threshold {thresholds[m]:.3f} " + "  ".join(
             f"{k} {v:.3f}" for k, v in figures(d["valid"], dev_p[m], thresholds[m]).items()))
     if args.dev_only:
         client.close()
         return 0
     t = measure(test)
+    kept_parts = {name: measure(items) for name, items in kept.items()}
     parts = {"dev": d, "test": t}
     ledger = client.ledger.session_totals()
     client.close()
-    test_p = {"embedding": emb_model.probability(t["x"]), "reviewer": sig(t["lo"]),
-              "combined": comb_model.probability(np.hstack([t["x"], t["lo"][:, None]]))}
+    test_p = {"embedding": emb_model.probability(t["x"]), "reviewer": sig(t["lo"], 0),
+              "combined": comb_model.probability(np.hstack([t["x"], t["flu"]])),
+              "combined_fewshot": fs_model.probability(
+                  np.hstack([t["x"], t["flu"], t["lo"][:, None]]))}
+    test_p = {m: np.where(t["ruled_out"], 0.0, v) for m, v in test_p.items()}
+
+    def scores(part: dict) -> dict[str, np.ndarray]:
+        """Each method's validity on a measured part (test_p's recipe)."""
+        p = {"embedding": emb_model.probability(part["x"]), "reviewer": sig(part["lo"], 0),
+             "combined": comb_model.probability(np.hstack([part["x"], part["flu"]])),
+             "combined_fewshot": fs_model.probability(
+                 np.hstack([part["x"], part["flu"], part["lo"][:, None]]))}
+        return {m: np.where(part["ruled_out"], 0.0, v) for m, v in p.items()}
+
+    kept_p = {name: scores(k) for name, k in kept_parts.items()}
     from sklearn.metrics import roc_auc_score
 
+    def balanced(m: str) -> dict:
+        """The judge as a classifier: figures at the dev threshold with the best accuracy among
+        those meeting the goal (the shipped filter's threshold is stricter)."""
+        t_bal = choose_threshold(d["valid"], dev_p[m])
+        test_fig = bootstrap(t["valid"], test_p[m], t_bal, args.resamples, args.seed)
+        return {"threshold": t_bal,
+                "dev_out_of_fold": {k: round(v, 4) for k, v in
+                                    figures(d["valid"], dev_p[m], t_bal).items()},
+                "test": test_fig,
+                "meets_goal_on_test": bool(
+                    test_fig["recall_invalid"]["value"] >= GOAL_RECALL
+                    and test_fig["precision_invalid"]["value"] >= GOAL_PRECISION)}
+
     candidates = {}
-    for m in METHODS:
+    for m in (*METHODS, "combined_fewshot"):
         test_fig = bootstrap(t["valid"], test_p[m], thresholds[m], args.resamples, args.seed)
         t_recall = recall_threshold(d["valid"], dev_p[m])
         candidates[m] = {
             "threshold": thresholds[m],
-            "C": {"embedding": emb_fit["C"], "combined": comb_fit["C"]}.get(m),
+            "C": {"embedding": emb_fit["C"], "combined": comb_fit["C"],
+                  "combined_fewshot": fs_fit["C"]}.get(m),
             "dev_out_of_fold": {k: round(v, 4) for k, v in
                                 figures(d["valid"], dev_p[m], thresholds[m]).items()},
+            "kept_rows_held_out": {
+                name: kept_figures(k["valid"], kept_p[name][m], thresholds[m])
+                for name, k in kept_parts.items()},
             "test": test_fig,
             "test_auc_valid": round(float(roc_auc_score(t["valid"], test_p[m])), 4),
             "dev_auc_valid_out_of_fold": round(float(roc_auc_score(d["valid"], dev_p[m])), 4),
+            "balanced": balanced(m),
             "recall_first": {
                 "threshold": t_recall,
                 "dev_out_of_fold": {k: round(v, 4) for k, v in
@@ -244,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy_minus_embedding_paired": paired_gain(
                 t["valid"], test_p[m], thresholds[m], test_p["embedding"],
                 thresholds["embedding"], args.resamples, args.seed),
-            "reviewer_queries_per_text": 0 if m == "embedding" else 1,
+            "reviewer_queries_per_text": {"embedding": 0, "reviewer": 1, "combined": 2}.get(m, 3),
             "test_validity": [round(float(v), 4) for v in test_p[m]],  # test.jsonl order
         }
     chosen = max(METHODS, key=lambda m: (candidates[m]["test"]["accuracy"]["value"],
@@ -258,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                     "uptime": subprocess.run(["uptime"], capture_output=True,
                                              text=True).stdout.strip()},
         "config": {"dev": str(Path(args.dev).relative_to(ROOT)), "dev_items": len(dev),
+                   "kept": [str(Path(f).resolve().relative_to(ROOT)) for f in args.kept],
                    "test": str(Path(args.test).relative_to(ROOT)), "test_items": len(test),
                    "dev_invalid": int((~d["valid"]).sum()),
                    "test_invalid": int((~t["valid"]).sum()),
@@ -265,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
                    "reviewer_prompt": reviewer_prompt_digest(), "cheap_features": CHEAP_FEATURES,
                    "openings_embedded": OPENINGS,
                    "C_grid": C_GRID, "cv": "GroupKFold(5) by seed_id on dev",
-                   "threshold_rule": "best dev out-of-fold accuracy among thresholds with "
+                   "missing_context": "validity 0 where points_at_missing_context fires "
+                   f"(dev {int(d['ruled_out'].sum())}, test {int(t['ruled_out'].sum())} items)",
+                   "threshold_rule": "best out-of-fold accuracy among thresholds with "
                    f"invalid recall >= {GOAL_RECALL} and precision >= {GOAL_PRECISION}; else "
                    "best accuracy (recall_first: best dev precision at recall >= "
                    f"{GOAL_RECALL})", "resamples": args.resamples, "rng_seed": args.seed,
@@ -285,11 +370,14 @@ def main(argv: list[str] | None = None) -> int:
                                   "items": len(dev), "commit": result["commit"],
                                   "date": result["date"], "script": result["command"],
                                   "chosen_method": chosen}).save(args.judge_out)
-    for m in METHODS:
-        c = candidates[m]["test"]
-        print(f"{m:10} threshold {thresholds[m]:.3f}  " + "  ".join(
-            f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
-            for k, v in c.items()))
+    for m in candidates:
+        for label, fig in (("filter", candidates[m]), ("balanced", candidates[m]["balanced"])):
+            print(f"{m:16} {label:8} threshold {fig['threshold']:.3f}  " + "  ".join(
+                f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+                for k, v in fig["test"].items()))
+        for name, k in candidates[m]["kept_rows_held_out"].items():
+            print(f"{'':16} kept rows {name:14} pass {k['passing']:2}/{k['rows']} invalid "
+                  f"{k['invalid_share']:.2f} -> {k['invalid_share_passing']}")
     print(f"chosen: {chosen}; wrote {args.results}"
           + (f" and {args.judge_out}" if args.write_judge else ""))
     return 0

@@ -12,17 +12,27 @@ one of three methods (`QualityConfig.method`):
 - `reviewer`: the reviewer model through `LLMClient.score` with a few-shot prompt: the softmax of
   the log-probabilities of "Valid task" vs "Not a task" (one reviewer query per text, cached and
   ledgered like every call).
-- `combined`: the logistic regression with the reviewer's log-odds as one more feature.
+- `combined`: the logistic regression with four more features from the reviewer, two short
+  score queries per text (`REVIEWER_FEATURES`): its *fluency*, the log-probability of the text as
+  the answer to "Write one task for an assistant to do." (per token and summed: incoherent drift
+  and answers read as unlikely tasks), and its *reply*: given the text as a user message, how much
+  likelier its reply starts "Please provide" / "Could you provide" or "I'm sorry" than "Sure" (a
+  fragment makes it ask for the missing input; a real task gets "Sure"). The few-shot verdict
+  is not among them: it costs a 400-token prompt and added nothing beside them
+  (benchmarks/validity_judge.py's `combined_fewshot` row).
 - `auto` (the default): `combined` when the client's reviewer is the model the judge file was
   fitted to, else `embedding` (`resolve_method`).
 
 The reviewer-based weights and thresholds hold for the reviewer model they were fitted to (the
 judge file names it; another model is refused). With SmolLM2-135M the few-shot verdict alone
 ranks texts worse than chance (test AUC 0.41: it calls answers and fragments "Valid task" more
-readily than tasks), and the combined model gives its log-odds a negative weight.
+readily than tasks).
 
-A text is judged invalid when its validity is below the threshold (chosen on the dev part of the
-labelled set, `tests/data/validity/`, per method, and stored in the JSON). The weights and the
+A text is judged invalid when its validity is below the threshold (chosen per method on the
+training data, the dev part of the labelled set `tests/data/validity/` plus the hand-labelled kept
+rows of `tests/data/validity/kept/`, and stored in the JSON): the lowest threshold at which the
+kept rows that pass hold at most 8% invalid ones out of fold, so a filtered dataset is mostly
+real tasks. The weights and the
 figures on the held-out test part come from `benchmarks/validity_judge.py`, which retrains them:
 
     .venv/bin/python benchmarks/validity_judge.py --write-judge
@@ -47,10 +57,14 @@ from teamsrl.llm.schema import ScoreRequest
 
 DEFAULT_JUDGE_FILE = Path(__file__).parent / "data" / "validity_judge.json"
 METHODS = ("embedding", "reviewer", "combined")
-JUDGE_FORMAT = 1
+JUDGE_FORMAT = 2
 REVIEWER_ROLE = "reviewer"
 REVIEWER_CANDIDATES = ("Valid task", "Not a task")
 REVIEWER_MAX_CHARS = 2000  # longer texts are cut for the reviewer prompt (rewrites are short)
+REVIEWER_FEATURES = ("fluency_per_token", "fluency_total", "reply_asks_for_input",
+                     "reply_apologises")
+_FLUENCY_ASK = "Write one task for an assistant to do."
+REPLY_CANDIDATES = ("Please provide", "Could you provide", "I'm sorry", "Sure")
 
 _REVIEWER_SYSTEM = (
     "You check texts written as instructions for an assistant. A valid task is a complete "
@@ -82,6 +96,12 @@ _CONTEXT_REF = re.compile(
     r"specified )?(sentences?|paragraph|text|list|table|code|data|facts|email|passage|article|"
     r"story|phrase|word|statements?|question|document|function|equation|instance|input|"
     r"abstract|calculation|problem|disease|symptom|room|items?)\b", re.IGNORECASE)
+# "based on the given criteria", "the previous chat history", "the original meaning", "this
+# instruction": a pointer at something outside the text, whatever noun follows.
+_ELSEWHERE = re.compile(
+    r"\b(given|following|above|below|original|provided|previous|aforementioned|chat history|"
+    r"(?:this|the) instruction|the (?:sentence|text|list|table|criteria|passage|paragraph))\b",
+    re.IGNORECASE)
 TASK_VERBS = frozenset("""
 write explain describe list name give generate create compute calculate find suggest compare
 identify classify summarize summarise translate tell make provide design solve recommend analyze
@@ -104,7 +124,8 @@ _STATEMENT_WORDS = frozenset("""
 the this that these those a an it its in our my your there here his her their i we you
 """.split())
 CHEAP_FEATURES = ("verb_first", "question", "statement_first", "list_first", "label_first",
-                  "meta_start", "meta_word", "missing_context", "refers_to_context", "log_words")
+                  "meta_start", "meta_word", "missing_context", "refers_to_context", "log_words",
+                  "points_elsewhere")
 OPENINGS = (3, 6)  # the judge embeds the text's first 3 and first 6 words
 
 
@@ -126,7 +147,18 @@ def cheap_features(text: str) -> list[float]:
         float(refers and not holds_input),
         float(refers),
         min(math.log1p(len(words)) / 5.0, 1.0),
+        float(bool(_ELSEWHERE.search(stripped))),
     ]
+
+
+def points_at_missing_context(text: str) -> bool:
+    """Whether `text` points at an input or context it does not hold: "the sentence", "this
+    table", "based on the given criteria", "the previous chat history", with no quote, colon or
+    new line that could carry it. Such a text cannot be done on its own (a `fragment`), however
+    task-like it reads, so the judge calls it invalid outright (`QualityConfig.missing_context`)."""
+    stripped = text.strip()
+    holds_input = "\n" in stripped or '"' in stripped or ":" in stripped
+    return not holds_input and bool(_CONTEXT_REF.search(stripped) or _ELSEWHERE.search(stripped))
 
 
 def opening(text: str, words: int) -> str:
@@ -151,10 +183,27 @@ def reviewer_request(text: str) -> ScoreRequest:
     return ScoreRequest(candidates=REVIEWER_CANDIDATES, messages=tuple(messages))
 
 
+def fluency_request(text: str) -> ScoreRequest:
+    """The reviewer's fluency request: log P(text) as the answer to "Write one task ..."."""
+    body = text.strip()[:REVIEWER_MAX_CHARS] or "(empty)"
+    return ScoreRequest(candidates=(body,),
+                        messages=({"role": "user", "content": _FLUENCY_ASK},))
+
+
+def reply_request(text: str) -> ScoreRequest:
+    """The reviewer's reply request: the text as a user message, `REPLY_CANDIDATES` as the
+    possible starts of the reply."""
+    body = text.strip()[:REVIEWER_MAX_CHARS] or "(empty)"
+    return ScoreRequest(candidates=REPLY_CANDIDATES,
+                        messages=({"role": "user", "content": body},))
+
+
 def reviewer_prompt_digest() -> str:
-    """Digest of the reviewer prompt: a judge file's `combined` weights hold for this one only."""
-    probe = reviewer_request("{text}")
-    payload = json.dumps([list(probe.messages), list(probe.candidates)], sort_keys=True)
+    """Digest of the reviewer prompts (few-shot, fluency, reply): a judge file's reviewer-based
+    weights hold for these only."""
+    probes = (reviewer_request("{text}"), fluency_request("{text}"), reply_request("{text}"))
+    payload = json.dumps([[list(p.messages), list(p.candidates)] for p in probes],
+                         sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
@@ -176,6 +225,24 @@ def reviewer_logodds(client: LLMService, texts: list[str], stage: str | None = N
     through the client (cache and ledger; under the client's stage unless `stage` names one)."""
     responses = client.score(REVIEWER_ROLE, [reviewer_request(t) for t in texts], stage=stage)
     return np.array([r.logprobs[0] - r.logprobs[1] for r in responses], dtype=np.float64)
+
+
+def reviewer_signals(client: LLMService, texts: list[str], stage: str | None = None
+                     ) -> np.ndarray:
+    """`REVIEWER_FEATURES` per text (rows), from two short reviewer score queries a text sent as
+    one batch through the client: the fluency (log-probability of the text as a task, per token
+    / 5 and summed / 100) and the reply (log-odds of asking for input, and of apologising,
+    against "Sure", / 10)."""
+    texts = list(texts)
+    responses = client.score(REVIEWER_ROLE, [fluency_request(t) for t in texts]
+                             + [reply_request(t) for t in texts], stage=stage)
+    fluency, reply = responses[:len(texts)], responses[len(texts):]
+    total = np.array([r.logprobs[0] for r in fluency], dtype=np.float64)
+    tokens = np.array([max(r.num_tokens[0], 1) for r in fluency], dtype=np.float64)
+    lp = np.array([r.logprobs for r in reply], dtype=np.float64).reshape(len(texts), 4)
+    asks = np.logaddexp(lp[:, 0], lp[:, 1])
+    return np.stack([total / tokens / 5.0, total / 100.0, (asks - lp[:, 3]) / 10.0,
+                     (lp[:, 2] - lp[:, 3]) / 10.0], axis=1).reshape(len(texts), 4)
 
 
 @dataclass
@@ -253,29 +320,39 @@ class QualityConfig(BaseModel):
         "auto", description="embedding: logistic regression on MiniLM embeddings of the "
         "opening words + cheap features (no LLM query; fits any reviewer); reviewer: the "
         "reviewer's few-shot P('Valid task') (one reviewer query per text); combined: the "
-        "regression with the reviewer's log-odds as a feature (one reviewer query per text; "
-        "only for the reviewer model the judge file was fitted to). auto (default): combined "
-        "when the client's reviewer is the judge file's reviewer, else embedding — the best "
-        "accuracy on the labelled test part that the reviewer allows "
-        "(benchmarks/results/validity_judge.json: combined 0.88, embedding 0.82, reviewer alone "
-        "0.75 = calling everything invalid)")
+        "regression with the reviewer's fluency and reply as features (two short reviewer "
+        "queries per text; only for the reviewer model the judge file was fitted to). auto "
+        "(default): the judge file's chosen method (best accuracy on the labelled test part, "
+        "benchmarks/results/validity_judge.json: combined 0.86, embedding 0.84, reviewer alone "
+        "0.75 = calling everything invalid) when the client's reviewer allows it, else "
+        "embedding")
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="a text whose validity is below this is judged not "
         "an instruction; None: the method's threshold chosen on the dev set (in the judge file)")
     judge_file: str | None = Field(
         None, description="judge weights (JSON); None: teamsrl/data/validity_judge.json")
+    missing_context: Literal["invalid", "model"] = Field(
+        "invalid", description="a text that points at an input it does not hold ('the given "
+        "criteria', 'this table', with no quote, colon or new line: points_at_missing_context)"
+        ": invalid = validity 0 whatever the model says (default; of the 514 labelled rewrites "
+        "in tests/data/validity it fires on 75 invalid ones and 12 valid tasks); model = leave "
+        "it to the model")
 
 
 def resolve_method(method: str, weights: JudgeFile, client: LLMService | None) -> str:
-    """The method `auto` stands for: `combined` when the judge file holds a combined model fitted
-    to the client's reviewer model and this code's reviewer prompt, else `embedding` (fits any
-    reviewer, asks no model). Any other method is returned as it is."""
+    """The method `auto` stands for: the judge file's chosen method (best test accuracy,
+    `provenance.chosen_method`) when it can run here, else `embedding` (fits any reviewer, asks
+    no model). A reviewer-based method can run when the client's reviewer is the model the file
+    was fitted to, with this code's reviewer prompts. Any other method is returned as it is."""
     if method != "auto":
         return method
-    fitted = (weights.combined is not None and client is not None
+    chosen = weights.provenance.get("chosen_method", "embedding")
+    if chosen == "embedding":
+        return chosen
+    fitted = ((chosen != "combined" or weights.combined is not None) and client is not None
               and client.spec(REVIEWER_ROLE).model == weights.reviewer_model
               and weights.reviewer_prompt == reviewer_prompt_digest())
-    return "combined" if fitted else "embedding"
+    return chosen if fitted else "embedding"
 
 
 class ValidityJudge:
@@ -340,6 +417,10 @@ class ValidityJudge:
         """The reviewer's log-odds of "Valid task" per text (`reviewer_logodds`)."""
         return reviewer_logodds(self.client, texts)
 
+    def reviewer_signals(self, texts: list[str]) -> np.ndarray:
+        """The reviewer's fluency and reply features per text (`reviewer_signals`)."""
+        return reviewer_signals(self.client, texts)
+
     def validity(self, texts: list[str]) -> list[float]:
         """P(valid instruction) for each text, in 0..1."""
         texts = list(texts)
@@ -351,14 +432,17 @@ class ValidityJudge:
         elif method == "embedding":
             p = self.weights.embedding.probability(self.features(texts))
         else:
-            x = np.hstack([self.features(texts), self.reviewer_logodds(texts)[:, None]])
+            x = np.hstack([self.features(texts), self.reviewer_signals(texts)])
             p = self.weights.combined.probability(x)
+        if self.config.missing_context == "invalid":
+            p = np.where([points_at_missing_context(t) for t in texts], 0.0, p)
         return [float(v) for v in p]
 
     @property
     def reviewer_queries_per_text(self) -> int:
-        """Reviewer queries `validity` spends per text (the embedding method asks no model)."""
-        return int(self.method != "embedding")
+        """Reviewer queries `validity` spends per text (the embedding method asks no model;
+        combined asks two short ones: fluency and reply)."""
+        return {"embedding": 0, "reviewer": 1}.get(self.method, 2)
 
     def is_valid(self, texts: list[str]) -> list[bool]:
         """Whether each text's validity reaches the threshold."""

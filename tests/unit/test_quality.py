@@ -8,6 +8,7 @@ tests/integration/test_quality_judge.py.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,14 +17,19 @@ from pydantic import ValidationError
 from teamsrl.quality import (
     CHEAP_FEATURES,
     DEFAULT_JUDGE_FILE,
+    REPLY_CANDIDATES,
     REVIEWER_CANDIDATES,
+    REVIEWER_FEATURES,
     JudgeFile,
     LinearModel,
     QualityConfig,
     ValidityJudge,
     cheap_features,
     feature_names,
+    fluency_request,
     opening,
+    points_at_missing_context,
+    reply_request,
     resolve_method,
     reviewer_prompt_digest,
     reviewer_request,
@@ -78,7 +84,7 @@ def test_shipped_judge_matches_this_code():
     weights = JudgeFile.load()
     assert weights.embedding.features == feature_names(weights.embedding_dim)
     assert weights.combined is not None
-    assert weights.combined.features == [*weights.embedding.features, "reviewer_logodds"]
+    assert weights.combined.features == [*weights.embedding.features, *REVIEWER_FEATURES]
     assert weights.reviewer_prompt == reviewer_prompt_digest()
     dev_lines = (DEFAULT_JUDGE_FILE.parents[2] / weights.provenance["trained_on"]).read_text()
     assert weights.provenance["items"] == len(dev_lines.splitlines())
@@ -124,7 +130,7 @@ def test_judge_file_errors(tmp_path):
     small_judge_file().save(tmp_path / "j.json")
     data = json.loads((tmp_path / "j.json").read_text())
     (tmp_path / "old.json").write_text(json.dumps(data | {"format": 0}))
-    with pytest.raises(ValueError, match="format 0, expected 1"):
+    with pytest.raises(ValueError, match="format 0, expected 2"):
         JudgeFile.load(tmp_path / "old.json")
     assert JudgeFile.load(tmp_path / "j.json") == small_judge_file()
     with pytest.raises(ValueError, match="no 'combined' model"):
@@ -141,7 +147,7 @@ def test_another_embedder_or_width_is_refused(tmp_path):
     judge = ValidityJudge.from_config(QualityConfig(method="embedding"), embedder=HashEmbedder())
     with pytest.raises(ValueError, match="embedder None .* is not the model the judge was"):
         judge.validity(TEXTS)
-    with pytest.raises(ValueError, match="expected 778 feature columns, got 3"):
+    with pytest.raises(ValueError, match="expected 779 feature columns, got 3"):
         small_judge_file().embedding.probability(np.zeros((1, 3)))
 
 
@@ -165,6 +171,12 @@ def test_cheap_features():
     assert f["missing_context"] == f["refers_to_context"] == 1.0
     f = features_of('Remove the toxic word from the sentence: "This is so bad."')
     assert f["missing_context"] == 0.0 and f["refers_to_context"] == 1.0
+    for pointer in ("Write a report based on the given criteria.",
+                    "Suggest a word that keeps the original meaning.",
+                    "Generate a reply from the previous chat history.",
+                    "Add a new requirement to this instruction."):
+        assert features_of(pointer)["points_elsewhere"] == 1.0, pointer
+    assert features_of("Explain how a rainbow forms.")["points_elsewhere"] == 0.0
     assert all(0.0 <= v <= 1.0 for v in cheap_features("word " * 10_000))
     assert cheap_features("") == [0.0] * len(CHEAP_FEATURES)
     assert opening("  Explain   how a rainbow forms. ", 3) == "Explain how a"
@@ -182,6 +194,45 @@ def test_reviewer_request_is_few_shot_and_ends_with_the_text():
     assert "x" * 2001 not in reviewer_request("x" * 5000).messages[-1]["content"]
 
 
+def test_fluency_request_scores_the_text_as_the_answer_to_a_task_request():
+    req = fluency_request("  Name a red fruit.  ")
+    assert req.candidates == ("Name a red fruit.",)
+    assert [m["role"] for m in req.messages] == ["user"]
+    assert fluency_request("x" * 5000).candidates == ("x" * 2000,)
+    assert fluency_request("   ").candidates == ("(empty)",)
+
+
+def test_reply_request_sends_the_text_as_the_user_message():
+    req = reply_request("  Remove the toxic word from the sentence.  ")
+    assert req.candidates == REPLY_CANDIDATES
+    assert req.messages == ({"role": "user",
+                             "content": "Remove the toxic word from the sentence."},)
+    assert reply_request("x" * 5000).messages[0]["content"] == "x" * 2000
+
+
+def test_missing_context_rule():
+    for text in ("Remove the toxic word from the sentence.",
+                 "Write a report based on the given criteria.",
+                 "Generate a reply from the previous chat history."):
+        assert points_at_missing_context(text), text
+    for text in ('Remove the toxic word from the sentence: "This is so bad."',
+                 "Find the odd one out in the list below.\n- cat\n- dog\n- car",
+                 "Explain how a rainbow forms."):
+        assert not points_at_missing_context(text), text
+
+
+def test_missing_context_texts_are_invalid_unless_left_to_the_model(tmp_path):
+    path = tmp_path / "judge.json"
+    small_judge_file().save(path)
+    texts = ["Remove the toxic word from the sentence.", "Explain how a rainbow forms."]
+    on = small_judge(path)
+    assert on.validity(texts)[0] == 0.0 and on.validity(texts)[1] > 0.9
+    off = ValidityJudge.from_config(QualityConfig(method="embedding", judge_file=str(path),
+                                                  missing_context="model"),
+                                    embedder=MiniLMShaped())
+    assert off.validity(texts)[0] == pytest.approx(on.validity(texts)[1])
+
+
 class _Client:
     """Only what `resolve_method` reads: the reviewer's model name."""
 
@@ -192,16 +243,21 @@ class _Client:
         return type("Spec", (), {"model": self.model})()
 
 
-def test_auto_is_combined_only_for_the_reviewer_the_judge_was_fitted_to():
-    weights = JudgeFile.load()
+def test_auto_is_the_chosen_method_where_it_can_run():
+    shipped = JudgeFile.load()
+    assert resolve_method("auto", shipped, _Client(shipped.reviewer_model)) == \
+        shipped.provenance["chosen_method"]
+    weights = replace(shipped, provenance=shipped.provenance | {"chosen_method": "combined"})
     fitted = _Client(weights.reviewer_model)
     assert resolve_method("auto", weights, fitted) == "combined"
     assert resolve_method("auto", weights, _Client("meta-llama/Llama-3.1-70B")) == "embedding"
     assert resolve_method("auto", weights, None) == "embedding"
     assert resolve_method("reviewer", weights, None) == "reviewer"  # explicit: as it is
     judge = ValidityJudge(QualityConfig(), weights, client=fitted)
-    assert judge.method == "combined" and judge.reviewer_queries_per_text == 1
+    assert judge.method == "combined" and judge.reviewer_queries_per_text == 2
     assert judge.threshold == weights.combined.threshold
+    cheap = replace(shipped, provenance=shipped.provenance | {"chosen_method": "embedding"})
+    assert resolve_method("auto", cheap, fitted) == "embedding"
     other = ValidityJudge(QualityConfig(), weights, client=_Client("other"))
     assert other.method == "embedding" and other.threshold == weights.embedding.threshold
     with pytest.raises(ValueError, match="set env.quality.method=embedding"):
