@@ -20,7 +20,7 @@ run and arm:
 - `not_instruction_steps`: evolution steps that failed as "not an instruction" (rows.jsonl).
 
     .venv/bin/python benchmarks/validity_before_after.py --before runs/q15-before \
-        --after runs/q15c --after-name after2 --after-hand-dir tests/data/validity/check \
+        --after runs/q15d --after-name after2 --after-hand-dir tests/data/validity/check \
         --out benchmarks/results/validity_before_after.json
 """
 

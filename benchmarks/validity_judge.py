@@ -78,9 +78,6 @@ def load_items(path: Path) -> list[dict]:
     return items
 
 
-
-
-
 def figures(valid: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """Accuracy and the invalid class's precision and recall (invalid = p < threshold)."""
     pred_invalid, invalid = p < threshold, ~valid
@@ -269,35 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     parts = {"dev": d, "test": t}
     ledger = client.ledger.session_totals()
     client.close()
-    test_p = {"embedding": emb_model.probability(t["x"]), "reviewer": sig(t["lo"], 0),
-              "combined": comb_model.probability(np.hstack([t["x"], t["flu"]])),
-              "combined_fewshot": fs_model.probability(
-                  np.hstack([t["x"], t["flu"], t["lo"][:, None]]))}
-    test_p = {m: np.where(t["ruled_out"], 0.0, v) for m, v in test_p.items()}
-
     def scores(part: dict) -> dict[str, np.ndarray]:
-        """Each method's validity on a measured part (test_p's recipe)."""
+        """Each method's validity on a measured part (0 where the missing-context rule fires)."""
         p = {"embedding": emb_model.probability(part["x"]), "reviewer": sig(part["lo"], 0),
              "combined": comb_model.probability(np.hstack([part["x"], part["flu"]])),
              "combined_fewshot": fs_model.probability(
                  np.hstack([part["x"], part["flu"], part["lo"][:, None]]))}
         return {m: np.where(part["ruled_out"], 0.0, v) for m, v in p.items()}
 
+    test_p = scores(t)
     kept_p = {name: scores(k) for name, k in kept_parts.items()}
     from sklearn.metrics import roc_auc_score
-
-    def balanced(m: str) -> dict:
-        """The judge as a classifier: figures at the dev threshold with the best accuracy among
-        those meeting the goal (the shipped filter's threshold is stricter)."""
-        t_bal = choose_threshold(d["valid"], dev_p[m])
-        test_fig = bootstrap(t["valid"], test_p[m], t_bal, args.resamples, args.seed)
-        return {"threshold": t_bal,
-                "dev_out_of_fold": {k: round(v, 4) for k, v in
-                                    figures(d["valid"], dev_p[m], t_bal).items()},
-                "test": test_fig,
-                "meets_goal_on_test": bool(
-                    test_fig["recall_invalid"]["value"] >= GOAL_RECALL
-                    and test_fig["precision_invalid"]["value"] >= GOAL_PRECISION)}
 
     candidates = {}
     for m in (*METHODS, "combined_fewshot"):
@@ -315,7 +294,6 @@ def main(argv: list[str] | None = None) -> int:
             "test": test_fig,
             "test_auc_valid": round(float(roc_auc_score(t["valid"], test_p[m])), 4),
             "dev_auc_valid_out_of_fold": round(float(roc_auc_score(d["valid"], dev_p[m])), 4),
-            "balanced": balanced(m),
             "recall_first": {
                 "threshold": t_recall,
                 "dev_out_of_fold": {k: round(v, 4) for k, v in
@@ -371,10 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "date": result["date"], "script": result["command"],
                                   "chosen_method": chosen}).save(args.judge_out)
     for m in candidates:
-        for label, fig in (("filter", candidates[m]), ("balanced", candidates[m]["balanced"])):
-            print(f"{m:16} {label:8} threshold {fig['threshold']:.3f}  " + "  ".join(
-                f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
-                for k, v in fig["test"].items()))
+        print(f"{m:16} threshold {thresholds[m]:.3f}  " + "  ".join(
+            f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+            for k, v in candidates[m]["test"].items()))
         for name, k in candidates[m]["kept_rows_held_out"].items():
             print(f"{'':16} kept rows {name:14} pass {k['passing']:2}/{k['rows']} invalid "
                   f"{k['invalid_share']:.2f} -> {k['invalid_share_passing']}")

@@ -20,19 +20,20 @@ one of three methods (`QualityConfig.method`):
   fragment makes it ask for the missing input; a real task gets "Sure"). The few-shot verdict
   is not among them: it costs a 400-token prompt and added nothing beside them
   (benchmarks/validity_judge.py's `combined_fewshot` row).
-- `auto` (the default): `combined` when the client's reviewer is the model the judge file was
-  fitted to, else `embedding` (`resolve_method`).
+- `auto` (the default): the judge file's chosen method (best test accuracy) when the client's
+  reviewer allows it, else `embedding` (`resolve_method`).
+
+A text that points at an input it does not hold ("the given criteria", "this table" with no
+quote, colon or new line: `points_at_missing_context`) is invalid outright, whatever the method
+(`QualityConfig.missing_context`).
 
 The reviewer-based weights and thresholds hold for the reviewer model they were fitted to (the
 judge file names it; another model is refused). With SmolLM2-135M the few-shot verdict alone
 ranks texts worse than chance (test AUC 0.41: it calls answers and fragments "Valid task" more
 readily than tasks).
 
-A text is judged invalid when its validity is below the threshold (chosen per method on the
-training data, the dev part of the labelled set `tests/data/validity/` plus the hand-labelled kept
-rows of `tests/data/validity/kept/`, and stored in the JSON): the lowest threshold at which the
-kept rows that pass hold at most 8% invalid ones out of fold, so a filtered dataset is mostly
-real tasks. The weights and the
+A text is judged invalid when its validity is below the threshold (chosen on the dev part of the
+labelled set, `tests/data/validity/`, per method, and stored in the JSON). The weights and the
 figures on the held-out test part come from `benchmarks/validity_judge.py`, which retrains them:
 
     .venv/bin/python benchmarks/validity_judge.py --write-judge
@@ -129,13 +130,18 @@ CHEAP_FEATURES = ("verb_first", "question", "statement_first", "list_first", "la
 OPENINGS = (3, 6)  # the judge embeds the text's first 3 and first 6 words
 
 
+def _holds_input(text: str) -> bool:
+    """Whether `text` could carry an input of its own: a new line, a quote or a colon."""
+    return "\n" in text or '"' in text or ":" in text
+
+
 def cheap_features(text: str) -> list[float]:
     """The hand-made features beside the embeddings, each in 0..1 (`CHEAP_FEATURES`)."""
     stripped = text.strip()
     words = stripped.split()
     first = re.sub(r"[^a-z']", "", words[0].lower()) if words else ""
     refers = bool(_CONTEXT_REF.search(stripped))
-    holds_input = "\n" in stripped or '"' in stripped or ":" in stripped
+    holds_input = _holds_input(stripped)
     return [
         float(first in TASK_VERBS),
         float(first in _QUESTION_WORDS or stripped.endswith("?")),
@@ -157,8 +163,8 @@ def points_at_missing_context(text: str) -> bool:
     new line that could carry it. Such a text cannot be done on its own (a `fragment`), however
     task-like it reads, so the judge calls it invalid outright (`QualityConfig.missing_context`)."""
     stripped = text.strip()
-    holds_input = "\n" in stripped or '"' in stripped or ":" in stripped
-    return not holds_input and bool(_CONTEXT_REF.search(stripped) or _ELSEWHERE.search(stripped))
+    return not _holds_input(stripped) and bool(_CONTEXT_REF.search(stripped)
+                                               or _ELSEWHERE.search(stripped))
 
 
 def opening(text: str, words: int) -> str:
