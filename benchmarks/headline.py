@@ -297,6 +297,46 @@ def seed_rows(gen_dir: Path, gen_ids: list[str]) -> dict:
     return by_seed
 
 
+def seed_returns(gen_dir: Path, gen_ids: list[str]) -> dict[str, float]:
+    """Per generation seed: its episode's return, the sum of its rows' step rewards (the MDP's
+    reward components as rows.jsonl records them)."""
+    from teamsrl.generation.rows import read_rows
+
+    out = dict.fromkeys(gen_ids, 0.0)
+    for r in read_rows(gen_dir / "rows.jsonl"):
+        if r.seed_id not in out:
+            raise ValueError(f"{gen_dir}: row of seed {r.seed_id!r}, which is not a generation "
+                             "seed; expected only the generation slice")
+        out[r.seed_id] += sum(r.reward_components.values())
+    return out
+
+
+def returns_figures(returns: dict, gen_ids: list[str], n_boot: int, seed: int = 0) -> dict:
+    """Mean episode return per arm over runs and generation seeds, and each arm's difference
+    from the random arm's, with bootstrap 95% intervals: runs and seeds resampled with
+    replacement, the same draw for every arm (paired by run index and seed id)."""
+    table = {arm: np.array([[per_seed[sid] for sid in gen_ids] for per_seed in returns[arm]])
+             for arm in ARMS}
+    n_runs = len(returns["random"])
+
+    def means(ks, idx) -> dict:
+        m = {arm: float(table[arm][np.ix_(ks, idx)].mean()) for arm in ARMS}
+        return m | {f"{arm}_minus_random": m[arm] - m["random"] for arm in ARMS
+                    if arm != "random"}
+
+    point = means(np.arange(n_runs), np.arange(len(gen_ids)))
+    rng = np.random.default_rng(seed)
+    boots = [means(rng.integers(0, n_runs, n_runs), rng.integers(0, len(gen_ids), len(gen_ids)))
+             for _ in range(n_boot)]
+    ci = {k: [_finite(q) for q in np.quantile([b[k] for b in boots], [0.025, 0.975],
+                                              method="inverted_cdf")] for k in point}
+    return {"mean_return": {k: _finite(v) for k, v in point.items()}, "ci95": ci,
+            "episodes_per_arm": n_runs * len(gen_ids),
+            "note": "a generation episode is one seed's whole evolution (env.horizon steps) "
+                    "under the run's MDP and reward; the return sums its rows' step rewards",
+            "bootstrap": f"{n_boot} resamples of (runs, generation seeds), paired across arms"}
+
+
 def prefix(by_seed: dict, order: list[str], budget: float) -> list[tuple]:
     """The rows of a generation order (seed ids) whose cumulative expert queries stay <= budget."""
     out, spent = [], 0
@@ -554,6 +594,8 @@ def main(argv: list[str] | None = None, engines=None) -> dict:
                     config.seed)
     figs["training_reviewer_queries"] = float(np.mean([queries(p["cost"], "reviewer")
                                                        for p in policies]))
+    returns = {arm: [seed_returns(Path(r["out"]), gen_ids) for r in runs[arm]] for arm in ARMS}
+    figs_return = returns_figures(returns, gen_ids, args.bootstrap, config.seed)
     ref = reference_headline(per_run, train, args.budget_list)
     try:
         png = quality_vs_queries(figs, ref, layout.headline.with_suffix(".png"))
@@ -562,13 +604,15 @@ def main(argv: list[str] | None = None, engines=None) -> dict:
     if png and args.out:
         shutil.copyfile(png, out.with_suffix(".png"))
     _print(figs, ref, args, png, policies, runs)
+    _print_returns(figs_return)
     record_path = results.write(
-        summary={"valid_rows": figs, "reference_loss": ref, "png": str(png) if png else
+        summary={"valid_rows": figs, "reference_loss": ref, "episode_return": figs_return,
+                 "png": str(png) if png else
                  "not drawn: matplotlib is not installed",
                  "cost_unit": "engine queries (ledger `queries`, cache misses); requests = "
                               "queries + cache hits beside"},
         raw={"seed_split": split.to_json(), "generation_seed_ids": gen_ids,
-             "policies": policies, "runs": runs})
+             "policies": policies, "runs": runs, "episode_returns": returns})
     if record_path != layout.headline:  # `teamsrl report <work>` reads it from the work dir
         shutil.copyfile(record_path, layout.headline)
     return json.loads(record_path.read_text(encoding="utf-8"))
@@ -616,6 +660,16 @@ def _print(figs: dict, ref: dict | None, args, png, policies: list, runs: dict) 
               f"match its loss at {ref['target_budget']} queries: "
               f"{ref['ratio_training_included']} (budget grid, no interval)")
     print(f"plot: {png}" if png else "plot: not drawn (matplotlib is not installed)")
+
+
+def _print_returns(figs: dict) -> None:
+    m, ci = figs["mean_return"], figs["ci95"]
+    print(f"mean episode return over {figs['episodes_per_arm']} generation episodes an arm "
+          "(95% bootstrap CI, runs and seeds resampled, paired):")
+    for arm in ARMS:
+        diff = "" if arm == "random" else (f"; minus random {m[arm + '_minus_random']} "
+                                           f"{ci[arm + '_minus_random']}")
+        print(f"  {arm:<10} {m[arm]} {ci[arm]}{diff}")
 
 
 if __name__ == "__main__":

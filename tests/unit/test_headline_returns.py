@@ -1,0 +1,57 @@
+"""`benchmarks/headline.py`'s episode-return figures (issue 16's policy-vs-random comparison):
+means over runs and generation seeds, each arm's difference from random, and a bootstrap that
+resamples runs and seeds with the SAME draw for every arm (paired): a constant per-seed gain
+over random must come out with a zero-width interval however much the seeds differ."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+
+SEEDS = [f"seed_{i}" for i in range(12)]
+
+
+def _returns(gain: dict[str, float], runs: int = 3) -> dict:
+    """Per arm, per run, per seed: a seed-dependent base return (wide spread) plus the arm's
+    gain and a run offset shared by every arm."""
+    base = {sid: 4.0 * np.sin(i) for i, sid in enumerate(SEEDS)}
+    return {arm: [{sid: base[sid] + g + 0.5 * k for sid in SEEDS} for k in range(runs)]
+            for arm, g in gain.items()}
+
+
+def test_means_and_paired_differences():
+    from headline import returns_figures
+
+    figs = returns_figures(_returns({"policy": 1.0, "frequency": 0.25, "random": 0.0}), SEEDS,
+                           n_boot=400)
+    m, ci = figs["mean_return"], figs["ci95"]
+    base = np.mean([4.0 * np.sin(i) for i in range(len(SEEDS))]) + 0.5  # runs 0, 1, 2
+    assert m["random"] == pytest.approx(base, abs=1e-5)
+    assert m["policy"] == pytest.approx(base + 1.0, abs=1e-5)
+    assert m["policy_minus_random"] == pytest.approx(1.0, abs=1e-5)
+    assert m["frequency_minus_random"] == pytest.approx(0.25, abs=1e-5)
+    # paired: every resample moves both arms alike, so the gain's interval has no width
+    assert ci["policy_minus_random"] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert ci["frequency_minus_random"] == pytest.approx([0.25, 0.25], abs=1e-5)
+    # while each arm's own mean varies with the seeds drawn
+    low, high = ci["random"]
+    assert high - low > 0.5
+    assert figs["episodes_per_arm"] == 3 * len(SEEDS)
+
+
+def test_a_seed_outside_the_generation_slice_is_refused(tmp_path):
+    import json
+
+    from headline import seed_returns
+
+    (tmp_path / "rows.jsonl").write_text(json.dumps({
+        "kind": "row", "row_id": "x/1", "seed_id": "other", "seed_index": 0, "step": 1,
+        "seed_instruction": "s", "instruction": "i", "reward_components": {"verdict": 1.0}}) +
+        "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="'other', which is not a generation seed"):
+        seed_returns(tmp_path, ["seed_0"])
