@@ -23,8 +23,9 @@ one of three methods (`QualityConfig.method`):
 - `auto` (the default): the judge file's chosen method (best test accuracy) when the client's
   reviewer allows it, else `embedding` (`resolve_method`).
 
-A text that points at an input it does not hold ("the given criteria", "this table" with no
-quote, colon or new line: `points_at_missing_context`) is invalid outright, whatever the method
+A fragment that leans on a context it does not hold ("the given criteria", "this table" or "how
+to do that" with no quote, colon or new line; "Select A, B, C, or D" with no options; a bare
+"Label: value": `points_at_missing_context`) is invalid outright, whatever the method
 (`QualityConfig.missing_context`).
 
 The reviewer-based weights and thresholds hold for the reviewer model they were fitted to (the
@@ -103,6 +104,16 @@ _ELSEWHERE = re.compile(
     r"\b(given|following|above|below|original|provided|previous|aforementioned|chat history|"
     r"(?:this|the) instruction|the (?:sentence|text|list|table|criteria|passage|paragraph))\b",
     re.IGNORECASE)
+# A pronoun with nothing to stand for: "how to do that", "how this will help".
+_DANGLING = re.compile(
+    r"\b(?:do|does|did|doing) (?:that|this|it)\b"
+    r"|\b(?:how|why|whether) (?:this|that) (?:is|will|was|can|could|would|does|has|works?|"
+    r"helps?)\b", re.IGNORECASE)
+# Options named but not given: "Select A, B, C, or D" with no "(A) ..." or "A. ..." in the text.
+_OPTIONS_NAMED = re.compile(r"\b[A-D], [A-D],? (?:or|and) [A-D]\b")
+_OPTIONS_GIVEN = re.compile(r"(?:^|\s)\(?[A-D][).]\s")
+# "Behavior: cry.", "List: [1, 2, 5]": a label and a value.
+_LABEL_VALUE = re.compile(r"^([A-Za-z][\w ]{0,24}):\s*(.*)$", re.DOTALL)
 TASK_VERBS = frozenset("""
 write explain describe list name give generate create compute calculate find suggest compare
 identify classify summarize summarise translate tell make provide design solve recommend analyze
@@ -158,13 +169,34 @@ def cheap_features(text: str) -> list[float]:
 
 
 def points_at_missing_context(text: str) -> bool:
-    """Whether `text` points at an input or context it does not hold: "the sentence", "this
-    table", "based on the given criteria", "the previous chat history", with no quote, colon or
-    new line that could carry it. Such a text cannot be done on its own (a `fragment`), however
-    task-like it reads, so the judge calls it invalid outright (`QualityConfig.missing_context`)."""
+    """Whether `text` is a fragment that leans on a context it does not hold:
+    - it points at an input: "the sentence", "this table", "based on the given criteria", "the
+      previous chat history", or a pronoun with nothing to stand for ("explain how to do that",
+      "discuss how this will help"), with no quote, colon or new line that could carry it;
+    - it names options it does not give ("Select A, B, C, or D");
+    - it is a label and a value with no task ("Behavior: cry.", "List: [1, 2, 5]"; a task verb
+      as the label with a quoted input, "Translate: \"...\"", is a task).
+    Such a text cannot be done on its own, however task-like it reads, so the judge calls it
+    invalid outright (`QualityConfig.missing_context`)."""
     stripped = text.strip()
-    return not _holds_input(stripped) and bool(_CONTEXT_REF.search(stripped)
-                                               or _ELSEWHERE.search(stripped))
+    if not _holds_input(stripped) and (_CONTEXT_REF.search(stripped) or
+                                       _ELSEWHERE.search(stripped) or
+                                       _DANGLING.search(stripped)):
+        return True
+    if _OPTIONS_NAMED.search(stripped) and not _OPTIONS_GIVEN.search(stripped):
+        return True
+    return _label_and_value(stripped)
+
+
+def _label_and_value(text: str) -> bool:
+    """"Label: value" and no task verb after the colon (see `points_at_missing_context`)."""
+    match = _LABEL_VALUE.match(text)
+    if match is None:
+        return False
+    label, value = match.group(1).split(), match.group(2)
+    if any(w in TASK_VERBS for w in re.findall(r"[a-z']+", value.lower())) or "?" in value:
+        return False
+    return not (label[0].lower() in TASK_VERBS and ('"' in value or "\n" in value))
 
 
 def opening(text: str, words: int) -> str:
@@ -338,11 +370,12 @@ class QualityConfig(BaseModel):
     judge_file: str | None = Field(
         None, description="judge weights (JSON); None: teamsrl/data/validity_judge.json")
     missing_context: Literal["invalid", "model"] = Field(
-        "invalid", description="a text that points at an input it does not hold ('the given "
-        "criteria', 'this table', with no quote, colon or new line: points_at_missing_context)"
-        ": invalid = validity 0 whatever the model says (default; of the 514 labelled rewrites "
-        "in tests/data/validity it fires on 75 invalid ones and 12 valid tasks); model = leave "
-        "it to the model")
+        "invalid", description="a fragment that leans on a context it does not hold ('the "
+        "given criteria', 'this table', 'how to do that' with no quote, colon or new line; "
+        "options named but not given; a bare 'Label: value': points_at_missing_context): "
+        "invalid = validity 0 whatever the model says (default; of the 514 labelled rewrites in "
+        "tests/data/validity it fires on 89 invalid ones and 12 valid tasks); model = leave it "
+        "to the model")
 
 
 def resolve_method(method: str, weights: JudgeFile, client: LLMService | None) -> str:

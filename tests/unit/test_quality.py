@@ -44,7 +44,7 @@ class MiniLMShaped(HashEmbedder):
 
 TEXTS = ["Describe how a rainbow forms, step by step.",
          "Here's a rewritten version of the instruction:",
-         "Answer: Paris is the capital of France."]
+         "The capital of France is Paris."]
 
 
 def small_judge_file(coef_sign: float = 1.0) -> JudgeFile:
@@ -218,6 +218,23 @@ def test_missing_context_rule():
     for text in ('Remove the toxic word from the sentence: "This is so bad."',
                  "Find the odd one out in the list below.\n- cat\n- dog\n- car",
                  "Explain how a rainbow forms."):
+        assert not points_at_missing_context(text), text
+
+
+def test_fragments_with_a_dangling_pronoun_unseen_options_or_only_a_label_are_ruled_out():
+    for text in ("Explain how to do that, and how to do it with a big impact.",
+                 "Discuss how this will have a positive impact on your career.",
+                 "Select A, B, C, or D for the final answer.",
+                 "Behavior: cry.", "List: [1, 2, 5, 9, 101]", "Right: Left.",
+                 "Answer: Paris is the capital of France."):
+        assert points_at_missing_context(text), text
+    for text in ("Explain why it is important to sleep well.",
+                 "Describe a bicycle and how it works.",
+                 "Which planet is largest? Select A, B, C, or D.\n(A) Mars\n(B) Venus\n"
+                 "(C) Jupiter\n(D) Earth",
+                 'Translate: "I am going to the market tomorrow."',
+                 "Question: using the facts below, write a short story.\n- a cat\n- a hat",
+                 "Title: The Sea. Write a poem with this title."):
         assert not points_at_missing_context(text), text
 
 
