@@ -113,7 +113,7 @@ class BatchStepper:
             else:
                 scores = judge.validity([p.rewrite for p in group])
             for p, v in zip(group, scores, strict=True):
-                p.judge_queries = judge.reviewer_queries_per_text if judge is not None else 0
+                p.judge_queries = judge.reviewer_queries(p.rewrite) if judge is not None else 0
                 p.env.take_validity(p, v)
 
 

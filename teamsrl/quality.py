@@ -461,27 +461,37 @@ class ValidityJudge:
         return reviewer_signals(self.client, texts)
 
     def validity(self, texts: list[str]) -> list[float]:
-        """P(valid instruction) for each text, in 0..1."""
+        """P(valid instruction) for each text, in 0..1. A text the missing-context rule rules
+        out is 0 and asks the model nothing (`reviewer_queries`)."""
         texts = list(texts)
-        if not texts:
-            return []
-        method = self.method
-        if method == "reviewer":
-            p = 1.0 / (1.0 + np.exp(-self.reviewer_logodds(texts)))
-        elif method == "embedding":
-            p = self.weights.embedding.probability(self.features(texts))
-        else:
-            x = np.hstack([self.features(texts), self.reviewer_signals(texts)])
-            p = self.weights.combined.probability(x)
-        if self.config.missing_context == "invalid":
-            p = np.where([points_at_missing_context(t) for t in texts], 0.0, p)
+        ruled = np.array([self.ruled_out(t) for t in texts], dtype=bool)
+        p = np.zeros(len(texts))
+        asked = [t for t, r in zip(texts, ruled, strict=True) if not r]
+        if asked:
+            p[~ruled] = self._model_validity(asked)
         return [float(v) for v in p]
+
+    def _model_validity(self, texts: list[str]) -> np.ndarray:
+        if self.method == "reviewer":
+            return 1.0 / (1.0 + np.exp(-self.reviewer_logodds(texts)))
+        if self.method == "embedding":
+            return self.weights.embedding.probability(self.features(texts))
+        x = np.hstack([self.features(texts), self.reviewer_signals(texts)])
+        return self.weights.combined.probability(x)
+
+    def ruled_out(self, text: str) -> bool:
+        """Whether the missing-context rule decides `text` (validity 0, no model asked)."""
+        return self.config.missing_context == "invalid" and points_at_missing_context(text)
 
     @property
     def reviewer_queries_per_text(self) -> int:
-        """Reviewer queries `validity` spends per text (the embedding method asks no model;
-        combined asks two short ones: fluency and reply)."""
+        """Reviewer queries `validity` spends on a text the rule does not decide (the embedding
+        method asks no model; combined asks two short ones: fluency and reply)."""
         return {"embedding": 0, "reviewer": 1}.get(self.method, 2)
+
+    def reviewer_queries(self, text: str) -> int:
+        """Reviewer queries `validity` spends on `text`: 0 where the rule decides it."""
+        return 0 if self.ruled_out(text) else self.reviewer_queries_per_text
 
     def is_valid(self, texts: list[str]) -> list[bool]:
         """Whether each text's validity reaches the threshold."""

@@ -279,3 +279,37 @@ def test_auto_is_the_chosen_method_where_it_can_run():
     assert other.method == "embedding" and other.threshold == weights.embedding.threshold
     with pytest.raises(ValueError, match="set env.quality.method=embedding"):
         ValidityJudge(QualityConfig(method="combined"), weights, client=_Client("other"))
+
+
+class _ScoringClient(_Client):
+    """A reviewer double for the combined method: every candidate log-prob -1; it records each
+    request it is sent (the property tested does not depend on the scores)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.sent: list = []
+
+    def score(self, role, requests, stage=None):
+        from types import SimpleNamespace
+
+        self.sent += list(requests)
+        return [SimpleNamespace(logprobs=[-1.0] * len(r.candidates),
+                                num_tokens=[3] * len(r.candidates)) for r in requests]
+
+
+def test_a_text_the_rule_decides_costs_no_reviewer_query():
+    shipped = JudgeFile.load()
+    client = _ScoringClient(shipped.reviewer_model)
+    judge = ValidityJudge(QualityConfig(method="combined"), shipped, client=client,
+                          embedder=MiniLMShaped())
+    texts = ["Remove the toxic word from the sentence.", "Explain how a rainbow forms.",
+             "Behavior: cry."]
+    scores = judge.validity(texts)
+    assert scores[0] == scores[2] == 0.0 and 0.0 < scores[1] < 1.0
+    assert client.sent == [fluency_request(texts[1]), reply_request(texts[1])]
+    assert [judge.reviewer_queries(t) for t in texts] == [0, 2, 0]
+    left = ValidityJudge(QualityConfig(method="combined", missing_context="model"), shipped,
+                         client=_ScoringClient(shipped.reviewer_model), embedder=MiniLMShaped())
+    assert [left.reviewer_queries(t) for t in texts] == [2, 2, 2]
+    left.validity(texts)
+    assert len(left.client.sent) == 6

@@ -53,6 +53,9 @@ class FixedJudge:
         self.asked.append(len(texts))
         return [self.validity_value] * len(texts)
 
+    def reviewer_queries(self, text):
+        return self.reviewer_queries_per_text
+
 
 def _env(judge, *overrides):
     engine = Engine()
@@ -74,6 +77,27 @@ def test_a_rewrite_judged_not_an_instruction_fails_without_a_reviewer_query():
     assert info["reward_components"]["failure"] == -1.0
     assert info["reward_components"]["validity"] == 0.0  # a failed rewrite earns none
     assert info["instruction"] == "Name a river."  # discarded, as any failed rewrite
+
+
+class RuledJudge(FixedJudge):
+    """Two reviewer queries a text, none for the text it decides by rule (`ruled`)."""
+
+    def __init__(self, validity: float, ruled: str) -> None:
+        super().__init__(validity)
+        self.reviewer_queries_per_text, self.ruled = 2, ruled
+
+    def reviewer_queries(self, text):
+        return 0 if text == self.ruled else 2
+
+
+def test_the_step_counts_the_judges_queries_for_its_own_text():
+    env, engine = _env(RuledJudge(0.2, ruled="no such text"), "env.reward.invalid_fails=true")
+    info = env.step(0)[4]
+    assert info["failure"].kind is FailureKind.NOT_INSTRUCTION
+    assert info["queries"] == {"expert": 1, "reviewer": 2}
+    env, engine = _env(RuledJudge(0.2, ruled=info["rewrite"]), "env.reward.invalid_fails=true")
+    info = env.step(0)[4]
+    assert info["queries"] == {"expert": 1, "reviewer": 0}
 
 
 def test_a_valid_rewrite_earns_the_weighted_validity_and_is_reviewed():
