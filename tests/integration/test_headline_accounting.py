@@ -152,7 +152,21 @@ def test_results_json_holds_every_field(headline_run):
                 "frequency_ratio_generation_only"):
         assert key in figs and key in figs["ci95"], key
     assert set(figs["curve"]) == set(ARMS) == set(figs["bands"])
-    assert {"seed_split", "generation_seed_ids", "policies", "runs"} <= set(record["raw"])
+    assert {"seed_split", "generation_seed_ids", "policies", "runs",
+            "episode_returns"} <= set(record["raw"])
+    returns = record["summary"]["episode_return"]
+    assert set(returns["mean_return"]) == set(returns["ci95"]) == {
+        *ARMS, "policy_minus_random", "frequency_minus_random"}
+    gen_ids = record["raw"]["generation_seed_ids"]
+    for arm in ARMS:  # one run, every generation seed, its return from the rows' own rewards
+        per_seed = record["raw"]["episode_returns"][arm][0]
+        assert list(per_seed) == gen_ids, arm
+        rows = [json.loads(line) for line in
+                (work / f"{arm}-0" / "generate" / "rows.jsonl").read_text().splitlines()]
+        for sid in gen_ids:
+            want = sum(sum(r["reward_components"].values()) for r in rows
+                       if r.get("kind") == "row" and r["seed_id"] == sid)
+            assert per_seed[sid] == pytest.approx(want), (arm, sid)
     for arm in ARMS:
         run = record["raw"]["runs"][arm][0]
         assert [b["budget"] for b in run["budgets"]] == [1, 2]

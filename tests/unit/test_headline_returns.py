@@ -44,6 +44,26 @@ def test_means_and_paired_differences():
     assert figs["episodes_per_arm"] == 3 * len(SEEDS)
 
 
+def _row(seed_id: str, step: int, components: dict) -> dict:
+    return {"kind": "row", "row_id": f"{seed_id}/{step}", "seed_id": seed_id, "seed_index": 0,
+            "step": step, "seed_instruction": "s", "instruction": "i",
+            "reward_components": components}
+
+
+def test_an_episode_return_sums_every_step_and_component(tmp_path):
+    import json
+
+    from headline import seed_returns
+
+    rows = [_row("a", 1, {"verdict": 1.0, "cost": -0.04}),
+            _row("a", 2, {"failure": -1.0, "cost": -0.04}),
+            _row("b", 1, {"novelty": 0.25})]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows),
+                                         encoding="utf-8")
+    got = seed_returns(tmp_path, ["a", "b", "c"])
+    assert got == pytest.approx({"a": -0.08, "b": 0.25, "c": 0.0})
+
+
 def test_a_seed_outside_the_generation_slice_is_refused(tmp_path):
     import json
 
