@@ -20,7 +20,8 @@ run and arm:
 - `not_instruction_steps`: evolution steps that failed as "not an instruction" (rows.jsonl).
 
     .venv/bin/python benchmarks/validity_before_after.py --before runs/q15-before \
-        --after runs/q15d --after-name after2 --after-hand-dir tests/data/validity/check \
+        --after runs/q15d runs/q15e,runs/q15e-more --after-name after2 after3 \
+        --after-hand-dir tests/data/validity/check \
         --out benchmarks/results/validity_before_after.json
 """
 
@@ -86,9 +87,13 @@ def kept_rows(arm_dir: Path) -> tuple[list[Row], list[Row]]:
     return [r for r in rows if r.row_id in final], rows
 
 
-def measure(phase: str, run: Path, arm: str, judge, sample: int, hand_dir: Path) -> dict:
-    """One run and arm: judged-invalid share of kept rows, hand labels, rule failures."""
-    kept, rows = kept_rows(run / "generate" / arm)
+def measure(phase: str, runs: list[Path], arm: str, judge, sample: int, hand_dir: Path) -> dict:
+    """One phase (one run, or several pooled) and arm: judged-invalid share of kept rows, hand
+    labels, rule failures."""
+    kept, rows = [], []
+    for run in runs:
+        k, r = kept_rows(run / "generate" / arm)
+        kept, rows = kept + k, rows + r
     valid = judge.is_valid([r.instruction for r in kept])
     out = {
         "steps": len(rows), "kept": len(kept),
@@ -110,9 +115,12 @@ def measure(phase: str, run: Path, arm: str, judge, sample: int, hand_dir: Path)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, required=True, help="run dir, judge off")
-    parser.add_argument("--after", type=Path, required=True, help="run dir, judge on")
-    parser.add_argument("--after-name", default="after",
-                        help="the after phase's name in the results and its sample files")
+    parser.add_argument("--after", nargs="+", required=True,
+                        help="run dir(s), judge on, one phase each; DIR1,DIR2 pools the kept "
+                             "rows of several runs into one phase (a run too small for --sample)")
+    parser.add_argument("--after-name", nargs="+", default=["after"],
+                        help="each after phase's name in the results and its sample files, in "
+                             "the order of --after")
     parser.add_argument("--after-hand-dir", type=Path, default=KEPT,
                         help="where the after phase's hand-labelled samples live")
     parser.add_argument("--judge-dir", type=Path, default=Path("runs/validity-before-after"),
@@ -122,7 +130,11 @@ def main() -> None:
                         help="phases (before, after) whose kept rows get a hand-labelled sample")
     add_out_argument(parser, "validity_before_after")
     args = parser.parse_args()
-    results = ResultsFile(args.out, {k: str(v) for k, v in vars(args).items()})
+    if len(args.after_name) != len(args.after):
+        parser.error(f"--after-name {args.after_name}: expected one name per --after run "
+                     f"({len(args.after)})")
+    results = ResultsFile(args.out, {k: [str(x) for x in v] if isinstance(v, list) else str(v)
+                                     for k, v in vars(args).items()})
 
     from teamsrl.config import load_config
     from teamsrl.llm.client import build_client
@@ -132,8 +144,9 @@ def main() -> None:
     client = build_client(config.llm, args.judge_dir, stage="validity-before-after")
     judge = ValidityJudge.from_config(config.env.quality, client=client)
     summary = {"judge": {"method": judge.method, "threshold": judge.threshold}}
-    phases = (("before", "before", args.before, KEPT),
-              ("after", args.after_name, args.after, args.after_hand_dir))
+    phases = (("before", "before", [args.before], KEPT),
+              *(("after", name, [Path(d) for d in run.split(",")], args.after_hand_dir)
+                for name, run in zip(args.after_name, args.after, strict=True)))
     for role, phase, run, hand_dir in phases:
         for arm in ARMS:
             size = args.sample if role in args.hand_phases else 0
