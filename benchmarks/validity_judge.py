@@ -328,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
                    "C_grid": C_GRID, "cv": "GroupKFold(5) by seed_id on dev",
                    "missing_context": "validity 0 where points_at_missing_context fires "
                    f"(dev {int(d['ruled_out'].sum())}, test {int(t['ruled_out'].sum())} items)",
+                   "missing_context_hits": {
+                       name: {"invalid": int((part["ruled_out"] & ~part["valid"]).sum()),
+                              "valid": int((part["ruled_out"] & part["valid"]).sum()),
+                              "items": int(part["valid"].size)}
+                       for name, part in {"dev": d, "test": t, **kept_parts}.items()},
                    "threshold_rule": "best out-of-fold accuracy among thresholds with "
                    f"invalid recall >= {GOAL_RECALL} and precision >= {GOAL_PRECISION}; else "
                    "best accuracy (recall_first: best dev precision at recall >= "
