@@ -288,12 +288,9 @@ def seed_rows(gen_dir: Path, gen_ids: list[str]) -> dict:
         valid |= {r.row_id: s >= judge.threshold for r, s in zip(unjudged, scores, strict=True)}
     by_seed: dict[str, list] = {sid: [] for sid in gen_ids}
     for r in sorted(rows, key=lambda r: r.order):
-        if r.seed_id not in by_seed:
-            raise ValueError(f"{gen_dir}: row of seed {r.seed_id!r}, which is not a generation "
-                             "seed; expected only the generation slice")
-        by_seed[r.seed_id].append((r.queries["expert"], r.queries["reviewer"],
-                                   r.row_id in kept_ids, valid.get(r.row_id, False), r.text,
-                                   r.dataset_record()))
+        by_seed[_generation_seed(gen_dir, r, by_seed)].append(
+            (r.queries["expert"], r.queries["reviewer"], r.row_id in kept_ids,
+             valid.get(r.row_id, False), r.text, r.dataset_record()))
     return by_seed
 
 
@@ -304,11 +301,16 @@ def seed_returns(gen_dir: Path, gen_ids: list[str]) -> dict[str, float]:
 
     out = dict.fromkeys(gen_ids, 0.0)
     for r in read_rows(gen_dir / "rows.jsonl"):
-        if r.seed_id not in out:
-            raise ValueError(f"{gen_dir}: row of seed {r.seed_id!r}, which is not a generation "
-                             "seed; expected only the generation slice")
-        out[r.seed_id] += sum(r.reward_components.values())
+        out[_generation_seed(gen_dir, r, out)] += sum(r.reward_components.values())
     return out
+
+
+def _generation_seed(gen_dir: Path, row, gen_ids) -> str:
+    """The row's seed id, refused unless it is one of `gen_ids` (the generation slice)."""
+    if row.seed_id not in gen_ids:
+        raise ValueError(f"{gen_dir}: row of seed {row.seed_id!r}, which is not a generation "
+                         "seed; expected only the generation slice")
+    return row.seed_id
 
 
 def returns_figures(returns: dict, gen_ids: list[str], n_boot: int, seed: int = 0) -> dict:
@@ -328,8 +330,7 @@ def returns_figures(returns: dict, gen_ids: list[str], n_boot: int, seed: int = 
     rng = np.random.default_rng(seed)
     boots = [means(rng.integers(0, n_runs, n_runs), rng.integers(0, len(gen_ids), len(gen_ids)))
              for _ in range(n_boot)]
-    ci = {k: [_finite(q) for q in np.quantile([b[k] for b in boots], [0.025, 0.975],
-                                              method="inverted_cdf")] for k in point}
+    ci = {k: _ci95([b[k] for b in boots]) for k in point}
     return {"mean_return": {k: _finite(v) for k, v in point.items()}, "ci95": ci,
             "episodes_per_arm": n_runs * len(gen_ids),
             "note": "a generation episode is one seed's whole evolution (env.horizon steps) "
@@ -426,6 +427,13 @@ def _finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
+def _ci95(values) -> list[float | None]:
+    """The 95% percentile interval of bootstrap values (inverted CDF; infinite ends: None)."""
+    low, high = np.quantile(np.array(values, dtype=float), [0.025, 0.975],
+                            method="inverted_cdf")
+    return [_finite(low), _finite(high)]
+
+
 def headline(train: list[int], rows: dict, gen_ids: list[str], budgets: list[int],
              amortise_rows: int, n_boot: int, seed: int = 0) -> dict:
     """Headline (a) and (b) with bootstrap 95% intervals (resampling runs and generation seeds,
@@ -458,17 +466,13 @@ def headline(train: list[int], rows: dict, gen_ids: list[str], budgets: list[int
         order = [gen_ids[i] for i in np.sort(rng.integers(0, len(gen_ids), len(gen_ids)))]
         boots.append(figures(ks, order))
 
-    def interval(key):
-        vals = np.array([b[key] for b in boots], dtype=float)
-        low, high = np.quantile(vals, [0.025, 0.975], method="inverted_cdf")
-        return [_finite(low), _finite(high)]
-
     keys = [k for k in point if k != "curve"]
     bands = {arm: [[float(np.quantile([b["curve"][arm][i] for b in boots], q,
                                       method="inverted_cdf")) for q in (0.025, 0.975)]
                    for i in range(len(budgets))] for arm in ARMS}
     return {**{k: _finite(point[k]) for k in keys},
-            "ci95": {k: interval(k) for k in keys}, "curve": point["curve"], "bands": bands,
+            "ci95": {k: _ci95([b[k] for b in boots]) for k in keys}, "curve": point["curve"],
+            "bands": bands,
             "reached": math.isfinite(point["policy_generation_queries"]),
             "bootstrap": f"{n_boot} resamples of (runs, generation seeds) with replacement, the "
                          "same draw for every arm; 95% percentile intervals (inverted CDF: an "

@@ -48,6 +48,7 @@ from teamsrl.quality import (  # noqa: E402
     METHODS,
     OPENINGS,
     REVIEWER_FEATURES,
+    REVIEWER_QUERIES_PER_TEXT,
     JudgeFile,
     LinearModel,
     feature_names,
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy_minus_embedding_paired": paired_gain(
                 t["valid"], test_p[m], thresholds[m], test_p["embedding"],
                 thresholds["embedding"], args.resamples, args.seed),
-            "reviewer_queries_per_text": {"embedding": 0, "reviewer": 1, "combined": 2}.get(m, 3),
+            # combined_fewshot: combined's two and the few-shot verdict
+            "reviewer_queries_per_text": REVIEWER_QUERIES_PER_TEXT.get(m, 3),
             "test_validity": [round(float(v), 4) for v in test_p[m]],  # test.jsonl order
         }
     chosen = max(METHODS, key=lambda m: (candidates[m]["test"]["accuracy"]["value"],

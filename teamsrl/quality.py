@@ -63,6 +63,8 @@ JUDGE_FORMAT = 2
 REVIEWER_ROLE = "reviewer"
 REVIEWER_CANDIDATES = ("Valid task", "Not a task")
 REVIEWER_MAX_CHARS = 2000  # longer texts are cut for the reviewer prompt (rewrites are short)
+# reviewer queries each method spends on a text the missing-context rule does not decide
+REVIEWER_QUERIES_PER_TEXT = {"embedding": 0, "reviewer": 1, "combined": 2}
 REVIEWER_FEATURES = ("fluency_per_token", "fluency_total", "reply_asks_for_input",
                      "reply_apologises")
 _FLUENCY_ASK = "Write one task for an assistant to do."
@@ -216,24 +218,26 @@ def reviewer_request(text: str) -> ScoreRequest:
     for shot, answer in _REVIEWER_SHOTS:
         messages.append({"role": "user", "content": _REVIEWER_QUESTION.format(text=shot)})
         messages.append({"role": "assistant", "content": answer})
-    body = text.strip()[:REVIEWER_MAX_CHARS] or "(empty)"
-    messages.append({"role": "user", "content": _REVIEWER_QUESTION.format(text=body)})
+    messages.append({"role": "user", "content": _REVIEWER_QUESTION.format(text=_body(text))})
     return ScoreRequest(candidates=REVIEWER_CANDIDATES, messages=tuple(messages))
 
 
 def fluency_request(text: str) -> ScoreRequest:
     """The reviewer's fluency request: log P(text) as the answer to "Write one task ..."."""
-    body = text.strip()[:REVIEWER_MAX_CHARS] or "(empty)"
-    return ScoreRequest(candidates=(body,),
+    return ScoreRequest(candidates=(_body(text),),
                         messages=({"role": "user", "content": _FLUENCY_ASK},))
 
 
 def reply_request(text: str) -> ScoreRequest:
     """The reviewer's reply request: the text as a user message, `REPLY_CANDIDATES` as the
     possible starts of the reply."""
-    body = text.strip()[:REVIEWER_MAX_CHARS] or "(empty)"
     return ScoreRequest(candidates=REPLY_CANDIDATES,
-                        messages=({"role": "user", "content": body},))
+                        messages=({"role": "user", "content": _body(text)},))
+
+
+def _body(text: str) -> str:
+    """The text as the reviewer sees it: stripped, cut at `REVIEWER_MAX_CHARS`."""
+    return text.strip()[:REVIEWER_MAX_CHARS] or "(empty)"
 
 
 def reviewer_prompt_digest() -> str:
@@ -280,7 +284,7 @@ def reviewer_signals(client: LLMService, texts: list[str], stage: str | None = N
     lp = np.array([r.logprobs for r in reply], dtype=np.float64).reshape(len(texts), 4)
     asks = np.logaddexp(lp[:, 0], lp[:, 1])
     return np.stack([total / tokens / 5.0, total / 100.0, (asks - lp[:, 3]) / 10.0,
-                     (lp[:, 2] - lp[:, 3]) / 10.0], axis=1).reshape(len(texts), 4)
+                     (lp[:, 2] - lp[:, 3]) / 10.0], axis=1)
 
 
 @dataclass
@@ -487,7 +491,7 @@ class ValidityJudge:
     def reviewer_queries_per_text(self) -> int:
         """Reviewer queries `validity` spends on a text the rule does not decide (the embedding
         method asks no model; combined asks two short ones: fluency and reply)."""
-        return {"embedding": 0, "reviewer": 1}.get(self.method, 2)
+        return REVIEWER_QUERIES_PER_TEXT[self.method]
 
     def reviewer_queries(self, text: str) -> int:
         """Reviewer queries `validity` spends on `text`: 0 where the rule decides it."""
