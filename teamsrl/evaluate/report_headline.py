@@ -57,6 +57,22 @@ def headline_table(figs: dict[str, Any], ref: dict[str, Any] | None) -> list[str
     return md_table(["figure", "value", "95% interval"], rows, "lrr")
 
 
+def returns_table(figs: dict[str, Any]) -> list[str]:
+    """`summary.episode_return` (the policy-vs-random comparison) as a table: each arm's mean
+    episode return on the held-out generation seeds and its difference from random's."""
+    mean = figs["mean_return"]
+    rows = []
+    for arm, name in (("policy", "trained policy (sampled)"),
+                      ("frequency", "frequency-matched random"),
+                      ("random", "random (Evol-Instruct)")):
+        diff = f"{arm}_minus_random"
+        rows.append([name, _value(mean.get(arm)), _interval(figs, arm),
+                     "–" if arm == "random" else _value(mean.get(diff)),
+                     "–" if arm == "random" else _interval(figs, diff)])
+    return md_table(["arm", "mean episode return", "95% interval", "minus random",
+                     "95% interval"], rows, "lrrrr")
+
+
 def headline_sections(run_dir: Path, out: Path) -> list[Section]:
     """The headline section when RUN_DIR is a headline work dir, else none."""
     path = RunLayout.of(run_dir).headline
@@ -91,8 +107,15 @@ def headline_sections(run_dir: Path, out: Path) -> list[Section]:
         sec.lines += [f"**The baseline kept no judged-valid row within {figs['budgets'][-1]} "
                       "expert queries: the ratios below compare nothing** (raise --budgets or "
                       "generate.max_seeds).", ""]
-    sec.lines += [*table, "",
-                  f"From {rel(run_dir, path)} (commit {str(record.get('commit') or '–')[:12]}, "
+    sec.lines += [*table, ""]
+    if returns := summary.get("episode_return"):
+        try:
+            sec.lines += [f"Mean episode return over {returns['episodes_per_arm']} held-out "
+                          "generation episodes an arm (the MDP's reward summed over a seed's "
+                          "evolution):", "", *returns_table(returns), ""]
+        except (KeyError, TypeError) as e:
+            sec.lines += [f"_Episode returns unreadable ({type(e).__name__}: {e})._", ""]
+    sec.lines += [f"From {rel(run_dir, path)} (commit {str(record.get('commit') or '–')[:12]}, "
                   f"{record.get('date', '–')}). Cost unit: expert engine queries (cache misses, "
                   f"from each unit's own ledger). Intervals: {figs.get('bootstrap', '–')}."]
     return [sec]

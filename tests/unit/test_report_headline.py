@@ -40,9 +40,14 @@ def write_headline_json(work: Path) -> dict:
     per_run = {arm: [[{"loss": 2.0 - 0.1 * i - (0.2 if arm == "policy" else 0.0)}
                       for i in range(len(BUDGETS))] for _ in train] for arm in ARMS}
     ref = headline.reference_headline(per_run, train, BUDGETS)
+    gain = {"policy": 0.5, "frequency": 0.2, "random": 0.0}
+    returns = headline.returns_figures(
+        {arm: [{sid: s + gain[arm] + 0.25 * k for s, sid in enumerate(SEEDS)}
+               for k in range(len(train))] for arm in ARMS}, SEEDS, n_boot=50)
     record = {"command": "benchmarks/headline.py --work-dir W", "commit": "0123456789abcdef",
               "date": "2025-01-01T00:00:00+00:00", "config": {"budgets": "8,16,32"},
               "summary": {"valid_rows": figs, "reference_loss": ref, "png": "x",
+                          "episode_return": returns,
                           "cost_unit": "engine queries"},
               "raw": {"generation_seed_ids": SEEDS}}
     work.mkdir(parents=True, exist_ok=True)
@@ -75,6 +80,12 @@ def test_report_draws_the_headline_and_states_its_ratio(tmp_path, capsys):
     assert (f"| break-even dataset size (judged-valid rows) | "
             f"{figs['break_even_valid_rows']:.3f} |") in text
     assert text.index("Headline") < text.index("Policy training (PPO)")  # the headline first
+    returns = write_headline_json(work)["summary"]["episode_return"]
+    m = returns["mean_return"]
+    assert "over 8 held-out generation episodes an arm" in text  # 2 runs x 4 seeds
+    assert (f"| trained policy (sampled) | {m['policy']:.3f} | [{returns['ci95']['policy'][0]:.3f}"
+            f", {returns['ci95']['policy'][1]:.3f}] | 0.500 | [0.500, 0.500] |") in text
+    assert f"| random (Evol-Instruct) | {m['random']:.3f} |" in text
 
 
 def test_without_matplotlib_the_page_says_so(tmp_path, monkeypatch):

@@ -1,0 +1,149 @@
+"""A lever on the headline, measured on a finished `benchmarks/headline.py` work dir: the horizon.
+
+    .venv/bin/python benchmarks/headline_levers.py --work-dir runs/headline \
+        [--bootstrap 2000] [--out benchmarks/results/headline_horizon.json]
+
+An evolution step h of a seed only depends on steps 1..h-1, so the first h rows of every
+generation seed are what the same arm would have produced with `env.horizon = h` (exactly for the
+random and frequency-matched arms, whose actions ignore the state; for the policy arm this is the
+horizon-6 policy's first h steps, not a policy trained for horizon h). For each h this prints and
+records, with the headline's paired bootstrap (runs and generation seeds resampled, the same
+draw for every arm):
+- per step s: each arm's expert queries and judged-valid kept rows at that step (where the
+  queries go and where the valid rows come from);
+- per horizon h: judged-valid rows per expert query (generation only) per arm, and headline (a)
+  and the break-even dataset size at the budget every random run reaches with horizon h.
+Training cost is the headline's (`train-k` ledgers): the policy was trained once, at the run's
+horizon. Nothing is generated again: no engine query is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from headline import ARMS, _ci95, _finite, headline, queries, seed_rows  # noqa: E402
+from results_file import ResultsFile, add_out_argument  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work-dir", required=True, help="a finished benchmarks/headline.py work dir "
+                   "(its headline.json names the units)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    add_out_argument(p, "headline_horizon.json")
+    return p.parse_args(argv)
+
+
+def truncate(by_seed: dict, h: int) -> dict:
+    """The first `h` rows (steps 1..h) of every seed's evolution."""
+    if h < 1:
+        raise ValueError(f"horizon {h}: expected >= 1")
+    return {sid: rows[:h] for sid, rows in by_seed.items()}
+
+
+def per_step(rows: dict, gen_ids: list[str], horizon: int) -> dict:
+    """Per arm and step s (1-based): mean over runs of the expert queries spent at step s and of
+    the judged-valid kept rows it gave, summed over the generation seeds."""
+    out = {}
+    for arm in ARMS:
+        q = np.zeros((len(rows[arm]), horizon))
+        good = np.zeros_like(q)
+        for k, by_seed in enumerate(rows[arm]):
+            for sid in gen_ids:
+                for s, row in enumerate(by_seed[sid][:horizon]):
+                    q[k, s] += row[0]
+                    good[k, s] += int(row[2] and row[3])
+        out[arm] = {"expert_queries": [round(float(v), 3) for v in q.mean(0)],
+                    "valid_rows": [round(float(v), 3) for v in good.mean(0)]}
+    return out
+
+
+def valid_per_query(rows: dict, gen_ids: list[str], n_boot: int, seed: int = 0) -> dict:
+    """Per arm: judged-valid kept rows per generation expert query over runs and seeds, with the
+    paired bootstrap's 95% interval, and each arm's ratio to the random arm's."""
+    def table(arm, col):
+        return np.array([[sum(row[0] if col == 0 else int(row[2] and row[3])
+                              for row in by_seed[sid]) for sid in gen_ids]
+                         for by_seed in rows[arm]], dtype=float)
+
+    q = {arm: table(arm, 0) for arm in ARMS}
+    good = {arm: table(arm, 1) for arm in ARMS}
+    n_runs = len(rows["random"])
+
+    def figures(ks, idx):
+        rate = {arm: good[arm][np.ix_(ks, idx)].sum() / max(q[arm][np.ix_(ks, idx)].sum(), 1)
+                for arm in ARMS}
+        return rate | {f"{arm}_over_random": rate[arm] / rate["random"] if rate["random"]
+                       else math.inf for arm in ARMS if arm != "random"}
+
+    point = figures(np.arange(n_runs), np.arange(len(gen_ids)))
+    rng = np.random.default_rng(seed)
+    boots = [figures(rng.integers(0, n_runs, n_runs), rng.integers(0, len(gen_ids),
+                                                                   len(gen_ids)))
+             for _ in range(n_boot)]
+    return {"point": {k: _finite(v) for k, v in point.items()},
+            "ci95": {k: _ci95([b[k] for b in boots]) for k in point}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    work = Path(args.work_dir).resolve()
+    record = json.loads((work / "headline.json").read_text(encoding="utf-8"))
+    raw, cfg = record["raw"], record["config"]
+    gen_ids = raw["generation_seed_ids"]
+    train = [queries(p["cost"], "expert") for p in raw["policies"]]
+    rows = {arm: [seed_rows(Path(r["out"]), gen_ids) for r in raw["runs"][arm]] for arm in ARMS}
+    horizon = max(len(v) for arm in ARMS for by_seed in rows[arm] for v in by_seed.values())
+    results = ResultsFile(Path(args.out).resolve(), {**vars(args), "headline_config": cfg,
+                                                      "headline_commit": record.get("commit")})
+    steps = per_step(rows, gen_ids, horizon)
+    by_h = []
+    for h in range(1, horizon + 1):
+        cut = {arm: [truncate(by_seed, h) for by_seed in rows[arm]] for arm in ARMS}
+        budget = int(min(sum(row[0] for sid in gen_ids for row in by_seed[sid])
+                         for by_seed in cut["random"]))
+        figs = headline(train, cut, gen_ids, [budget], int(cfg["amortise_rows"]), args.bootstrap)
+        rate = valid_per_query(cut, gen_ids, args.bootstrap)
+        keep = ("target_valid_rows", "training_queries", "policy_generation_queries",
+                "ratio_generation_only", "ratio_training_included", "ratio_amortised",
+                "break_even_valid_rows")
+        by_h.append({"horizon": h, "budget": budget, "valid_per_expert_query": rate,
+                     **{k: figs[k] for k in keep},
+                     "ci95": {k: figs["ci95"][k] for k in keep if k in figs["ci95"]}})
+    _print(steps, by_h)
+    out = results.write(summary={"per_step": steps, "by_horizon": by_h,
+                                 "note": "the first h steps of each seed's evolution, from the "
+                                         "headline's own rows: no new generation; the policy "
+                                         "was trained at the full horizon"},
+                        raw={"training_expert_queries": train, "generation_seed_ids": gen_ids})
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _print(steps: dict, by_h: list[dict]) -> None:
+    print("per step: expert queries / judged-valid kept rows (mean over runs, summed over seeds)")
+    for arm in ARMS:
+        cells = "  ".join(f"s{s + 1} {q:.0f}/{g:.1f}" for s, (q, g) in
+                          enumerate(zip(steps[arm]["expert_queries"], steps[arm]["valid_rows"],
+                                        strict=True)))
+        print(f"  {arm:<10} {cells}")
+    print("by horizon h: valid rows per generation expert query (95% CI); policy / random")
+    for f in by_h:
+        p, ci = f["valid_per_expert_query"]["point"], f["valid_per_expert_query"]["ci95"]
+        print(f"  h={f['horizon']} budget {f['budget']}: "
+              + "  ".join(f"{arm} {p[arm]:.3f}" for arm in ARMS)
+              + f"  policy/random {p['policy_over_random']} {ci['policy_over_random']}; "
+              f"(a) training included {f['ratio_training_included']} "
+              f"{f['ci95']['ratio_training_included']}; break-even "
+              f"{f['break_even_valid_rows']} valid rows")
+
+
+if __name__ == "__main__":
+    main()

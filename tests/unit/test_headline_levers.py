@@ -1,0 +1,64 @@
+"""`benchmarks/headline_levers.py`: the horizon lever read from a headline run's own rows. A
+horizon h keeps steps 1..h of each seed (never the last h); per-step figures sum the right step;
+valid rows per expert query are ratios of sums, bootstrapped with the same draw for every arm."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+
+SEEDS = [f"seed_{i}" for i in range(10)]
+
+
+def _row(expert: int, valid: bool, kept: bool = True) -> tuple:
+    return (expert, 2, kept, valid, "text", {})
+
+
+def _rows(valid_steps: dict[str, set[int]], runs: int = 2, horizon: int = 4) -> dict:
+    """Per arm, per run, per seed: `horizon` rows; step s (1-based) costs s expert queries and is
+    valid when s is in the arm's set and the seed index is even (so seeds differ); the last step
+    is never kept (a judged-valid row the filters dropped is no valid row of the dataset)."""
+    return {arm: [{sid: [_row(s, s in steps and i % 2 == 0, kept=s < horizon)
+                         for s in range(1, horizon + 1)]
+                   for i, sid in enumerate(SEEDS)} for _ in range(runs)]
+            for arm, steps in valid_steps.items()}
+
+
+def test_truncate_keeps_the_first_steps():
+    from headline_levers import truncate
+
+    by_seed = {"a": [_row(1, True), _row(2, False), _row(3, True)]}
+    assert [r[0] for r in truncate(by_seed, 2)["a"]] == [1, 2]
+    with pytest.raises(ValueError, match="horizon 0"):
+        truncate(by_seed, 0)
+
+
+def test_per_step_sums_each_step_over_seeds():
+    from headline_levers import per_step
+
+    rows = _rows({"policy": {1, 2}, "frequency": {1}, "random": {3, 4}})
+    steps = per_step(rows, SEEDS, 4)
+    assert steps["random"]["expert_queries"] == [10.0, 20.0, 30.0, 40.0]  # 10 seeds x s
+    assert steps["policy"]["valid_rows"] == [5.0, 5.0, 0.0, 0.0]  # the 5 even seeds
+    assert steps["random"]["valid_rows"] == [0.0, 0.0, 5.0, 0.0]  # step 4: valid, not kept
+
+
+def test_valid_per_query_is_paired_and_a_ratio_of_sums():
+    from headline_levers import truncate, valid_per_query
+
+    rows = _rows({"policy": {1, 2}, "frequency": {2}, "random": {1}})
+    cut = {arm: [truncate(b, 2) for b in runs] for arm, runs in rows.items()}
+    figs = valid_per_query(cut, SEEDS, n_boot=300)
+    p, ci = figs["point"], figs["ci95"]
+    assert p["random"] == pytest.approx(5 / 30, abs=1e-5)  # 5 valid rows for 10 x (1 + 2) queries
+    assert p["policy"] == pytest.approx(10 / 30, abs=1e-5)
+    # every seed costs the same in each arm and the policy's valid rows are twice random's on
+    # every seed: a paired resample cannot move the ratio
+    assert p["policy_over_random"] == pytest.approx(2.0)
+    assert ci["policy_over_random"] == pytest.approx([2.0, 2.0])
+    assert ci["frequency_over_random"] == pytest.approx([1.0, 1.0])
+    assert ci["random"][0] < ci["random"][1]  # the rate itself varies with the seeds drawn
