@@ -9,6 +9,8 @@ random and frequency-matched arms, whose actions ignore the state; for the polic
 horizon-6 policy's first h steps, not a policy trained for horizon h). For each h this prints and
 records, with the headline's paired bootstrap (runs and generation seeds resampled, the same
 draw for every arm):
+- per operation: valid rows per expert query of the steps that drew it (every arm pooled), and
+  the best one's over the random arm's (what failure avoidance by a state-free mix could gain);
 - per step s: each arm's expert queries and judged-valid kept rows at that step (where the
   queries go and where the valid rows come from);
 - per horizon h: judged-valid rows per expert query (generation only) per arm, and headline (a)
@@ -42,11 +44,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _step(row: tuple) -> int:
+    return int(row[5]["step"])
+
+
 def truncate(by_seed: dict, h: int) -> dict:
-    """The first `h` rows (steps 1..h) of every seed's evolution."""
+    """Steps 1..h of every seed's evolution."""
     if h < 1:
         raise ValueError(f"horizon {h}: expected >= 1")
-    return {sid: rows[:h] for sid, rows in by_seed.items()}
+    return {sid: [r for r in rows if _step(r) <= h] for sid, rows in by_seed.items()}
 
 
 def per_step(rows: dict, gen_ids: list[str], horizon: int) -> dict:
@@ -58,12 +64,36 @@ def per_step(rows: dict, gen_ids: list[str], horizon: int) -> dict:
         good = np.zeros_like(q)
         for k, by_seed in enumerate(rows[arm]):
             for sid in gen_ids:
-                for s, row in enumerate(by_seed[sid][:horizon]):
-                    q[k, s] += row[0]
-                    good[k, s] += int(row[2] and row[3])
+                for row in by_seed[sid]:
+                    q[k, _step(row) - 1] += row[0]
+                    good[k, _step(row) - 1] += int(row[2] and row[3])
         out[arm] = {"expert_queries": [round(float(v), 3) for v in q.mean(0)],
                     "valid_rows": [round(float(v), 3) for v in good.mean(0)]}
     return out
+
+
+def per_action(rows: dict, gen_ids: list[str]) -> dict:
+    """Per operation, pooled over every arm and run: the steps that drew it, their expert queries,
+    the judged-valid kept rows they gave, and valid rows per expert query; with the random arm's
+    overall rate beside it, so `best_over_random` is what always choosing the best operation
+    would give if its rate held in every state (a ceiling for a state-free mix, not a policy)."""
+    counts: dict[str, list[float]] = {}
+    for arm in ARMS:
+        for by_seed in rows[arm]:
+            for sid in gen_ids:
+                for row in by_seed[sid]:
+                    c = counts.setdefault(row[5]["action"], [0, 0, 0])
+                    c[0] += 1
+                    c[1] += row[0]
+                    c[2] += int(row[2] and row[3])
+    ops = {a: {"steps": n, "expert_queries": q, "valid_rows": g,
+               "valid_per_expert_query": round(g / q, 6) if q else None}
+           for a, (n, q, g) in sorted(counts.items())}
+    rnd = [row for by_seed in rows["random"] for sid in gen_ids for row in by_seed[sid]]
+    rate = sum(int(r[2] and r[3]) for r in rnd) / max(sum(r[0] for r in rnd), 1)
+    best = max((v["valid_per_expert_query"] or 0.0 for v in ops.values()), default=0.0)
+    return {"operations": ops, "random_valid_per_expert_query": round(rate, 6),
+            "best_over_random": round(best / rate, 6) if rate else None}
 
 
 def valid_per_query(rows: dict, gen_ids: list[str], n_boot: int, seed: int = 0) -> dict:
@@ -101,10 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
     gen_ids = raw["generation_seed_ids"]
     train = [queries(p["cost"], "expert") for p in raw["policies"]]
     rows = {arm: [seed_rows(Path(r["out"]), gen_ids) for r in raw["runs"][arm]] for arm in ARMS}
-    horizon = max(len(v) for arm in ARMS for by_seed in rows[arm] for v in by_seed.values())
+    horizon = max(_step(r) for arm in ARMS for by_seed in rows[arm] for v in by_seed.values()
+                  for r in v)
     results = ResultsFile(Path(args.out).resolve(), {**vars(args), "headline_config": cfg,
                                                       "headline_commit": record.get("commit")})
     steps = per_step(rows, gen_ids, horizon)
+    actions = per_action(rows, gen_ids)
     by_h = []
     for h in range(1, horizon + 1):
         cut = {arm: [truncate(by_seed, h) for by_seed in rows[arm]] for arm in ARMS}
@@ -118,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
         by_h.append({"horizon": h, "budget": budget, "valid_per_expert_query": rate,
                      **{k: figs[k] for k in keep},
                      "ci95": {k: figs["ci95"][k] for k in keep if k in figs["ci95"]}})
-    _print(steps, by_h)
-    out = results.write(summary={"per_step": steps, "by_horizon": by_h,
+    _print(steps, actions, by_h)
+    out = results.write(summary={"per_step": steps, "per_operation": actions, "by_horizon": by_h,
                                  "note": "the first h steps of each seed's evolution, from the "
                                          "headline's own rows: no new generation; the policy "
                                          "was trained at the full horizon"},
@@ -127,13 +159,19 @@ def main(argv: list[str] | None = None) -> dict:
     return json.loads(out.read_text(encoding="utf-8"))
 
 
-def _print(steps: dict, by_h: list[dict]) -> None:
+def _print(steps: dict, actions: dict, by_h: list[dict]) -> None:
     print("per step: expert queries / judged-valid kept rows (mean over runs, summed over seeds)")
     for arm in ARMS:
         cells = "  ".join(f"s{s + 1} {q:.0f}/{g:.1f}" for s, (q, g) in
                           enumerate(zip(steps[arm]["expert_queries"], steps[arm]["valid_rows"],
                                         strict=True)))
         print(f"  {arm:<10} {cells}")
+    print("per operation (every arm and run): valid rows per expert query")
+    for a, v in actions["operations"].items():
+        print(f"  {a:<26} {v['valid_rows']:>4.0f} / {v['expert_queries']:>5.0f} = "
+              f"{v['valid_per_expert_query']}")
+    print(f"  random arm overall {actions['random_valid_per_expert_query']}; best operation / "
+          f"random {actions['best_over_random']} (a ceiling for a state-free mix)")
     print("by horizon h: valid rows per generation expert query (95% CI); policy / random")
     for f in by_h:
         p, ci = f["valid_per_expert_query"]["point"], f["valid_per_expert_query"]["ci95"]

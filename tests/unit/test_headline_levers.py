@@ -14,15 +14,19 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 SEEDS = [f"seed_{i}" for i in range(10)]
 
 
-def _row(expert: int, valid: bool, kept: bool = True) -> tuple:
-    return (expert, 2, kept, valid, "text", {})
+OPS = ("breadth", "deepening")
+
+
+def _row(expert: int, valid: bool, kept: bool = True, step: int = 1) -> tuple:
+    """A row as `headline.seed_rows` gives it; its operation alternates with the step."""
+    return (expert, 2, kept, valid, "text", {"step": step, "action": OPS[step % 2]})
 
 
 def _rows(valid_steps: dict[str, set[int]], runs: int = 2, horizon: int = 4) -> dict:
     """Per arm, per run, per seed: `horizon` rows; step s (1-based) costs s expert queries and is
     valid when s is in the arm's set and the seed index is even (so seeds differ); the last step
     is never kept (a judged-valid row the filters dropped is no valid row of the dataset)."""
-    return {arm: [{sid: [_row(s, s in steps and i % 2 == 0, kept=s < horizon)
+    return {arm: [{sid: [_row(s, s in steps and i % 2 == 0, kept=s < horizon, step=s)
                          for s in range(1, horizon + 1)]
                    for i, sid in enumerate(SEEDS)} for _ in range(runs)]
             for arm, steps in valid_steps.items()}
@@ -31,7 +35,7 @@ def _rows(valid_steps: dict[str, set[int]], runs: int = 2, horizon: int = 4) -> 
 def test_truncate_keeps_the_first_steps():
     from headline_levers import truncate
 
-    by_seed = {"a": [_row(1, True), _row(2, False), _row(3, True)]}
+    by_seed = {"a": [_row(1, True, step=1), _row(2, False, step=2), _row(3, True, step=3)]}
     assert [r[0] for r in truncate(by_seed, 2)["a"]] == [1, 2]
     with pytest.raises(ValueError, match="horizon 0"):
         truncate(by_seed, 0)
@@ -62,3 +66,19 @@ def test_valid_per_query_is_paired_and_a_ratio_of_sums():
     assert ci["policy_over_random"] == pytest.approx([2.0, 2.0])
     assert ci["frequency_over_random"] == pytest.approx([1.0, 1.0])
     assert ci["random"][0] < ci["random"][1]  # the rate itself varies with the seeds drawn
+
+
+def test_per_action_pools_the_arms_and_compares_the_best_with_random():
+    from headline_levers import per_action
+
+    # odd steps draw `deepening`, even ones `breadth` (OPS[step % 2])
+    rows = _rows({"policy": {1, 3, 4}, "frequency": {1}, "random": {2}}, runs=1)
+    figs = per_action(rows, SEEDS)
+    ops = figs["operations"]
+    assert ops["deepening"]["steps"] == 3 * 10 * 2  # 3 arms x 10 seeds x steps 1 and 3
+    assert ops["deepening"]["expert_queries"] == 3 * 10 * (1 + 3)
+    assert ops["deepening"]["valid_rows"] == 5 * 2 + 5  # policy at 1 and 3, frequency at 1
+    assert ops["breadth"]["valid_rows"] == 5  # random at 2; the policy's step 4 is not kept
+    random_rate = 5 / (10 * (1 + 2 + 3 + 4))
+    assert figs["random_valid_per_expert_query"] == pytest.approx(random_rate, abs=1e-6)
+    assert figs["best_over_random"] == pytest.approx((15 / 120) / random_rate, abs=1e-5)
