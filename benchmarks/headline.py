@@ -394,7 +394,8 @@ def budget_figures(by_seed: dict, order: list[str], budgets: list[int], encode) 
 
 def reference_unit(config, folder: Path, rows: list[tuple], steps: int, tasks, work: Path
                    ) -> dict:
-    """The reference loss after `steps` optimizer steps on a prefix's kept rows (same base)."""
+    """The reference loss after `steps` optimizer steps on a prefix's kept rows (same base). Once
+    the loss is recorded the unit's checkpoints and model are deleted (its metrics stay)."""
     from teamsrl.evaluate.reference import check_reference, reference_loss
     from teamsrl.finetune.launch import run_finetune
 
@@ -415,9 +416,15 @@ def reference_unit(config, folder: Path, rows: list[tuple], steps: int, tasks, w
     r = reference_loss(s["model_dir"], cfg.finetune.base_model, tasks[0],
                        cfg.evaluate.reference, seed=cfg.seed, device=cfg.evaluate.device,
                        base_cache=work / "base-reference.json", skipped=tasks[1])
-    return _finish(folder, {"steps": s["steps"], "rows": len(kept), "loss": r.loss.mean,
-                            "base_loss": r.base_loss.mean, "difference": r.difference.mean,
-                            "n_tasks": r.n_tasks})
+    record = _finish(folder, {"steps": s["steps"], "rows": len(kept), "loss": r.loss.mean,
+                              "base_loss": r.base_loss.mean, "difference": r.difference.mean,
+                              "n_tasks": r.n_tasks})
+    # the loss is recorded: the DeepSpeed checkpoints (~4 GB at 135M: model + both ranks'
+    # optimizer states, twice) and the saved model only served this unit; 27 units filled the
+    # disk of the first full run
+    for leftover in (out / "checkpoints", Path(s["model_dir"])):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return record
 
 
 # ---------------------------------------------------------------- the headline figures

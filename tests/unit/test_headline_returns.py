@@ -5,6 +5,7 @@ over random must come out with a zero-width interval however much the seeds diff
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -75,3 +76,41 @@ def test_a_seed_outside_the_generation_slice_is_refused(tmp_path):
         "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="'other', which is not a generation seed"):
         seed_returns(tmp_path, ["seed_0"])
+
+
+def test_a_reference_unit_deletes_its_checkpoints_and_model_once_the_loss_is_recorded(
+        tmp_path, monkeypatch):
+    """The disk of the first full run filled up with 27 units' DeepSpeed checkpoints (4.6 GB
+    each). Doubles stand in for the fine-tune and the loss: what is tested is the bookkeeping."""
+    from types import SimpleNamespace
+
+    import headline
+
+    import teamsrl.evaluate.reference as reference
+    import teamsrl.finetune.launch as launch
+    from teamsrl.config import load_config
+
+    def fake_finetune(cfg, data, out, resume=False):
+        for leftover in ("checkpoints/step6", "model"):
+            (Path(out) / leftover).mkdir(parents=True)
+            (Path(out) / leftover / "weights.bin").write_bytes(b"\0" * 64)
+        (Path(out) / "metrics.jsonl").write_text("{}\n")
+        return {"steps": cfg.finetune.max_steps, "model_dir": str(Path(out) / "model")}
+
+    loss = SimpleNamespace(mean=1.5)
+    monkeypatch.setattr(launch, "run_finetune", fake_finetune)
+    monkeypatch.setattr(reference, "check_reference", lambda *a, **k: None)
+    monkeypatch.setattr(reference, "reference_loss", lambda *a, **k: SimpleNamespace(
+        loss=loss, base_loss=SimpleNamespace(mean=2.0), difference=SimpleNamespace(mean=-0.5),
+        n_tasks=3))
+    config = load_config(None, [f"run_dir={tmp_path}"])
+    rows = [(1, 2, True, True, "t", {"instruction": "Say hi.", "input": "", "output": "Hi."})]
+    folder = tmp_path / "policy-0" / "reference-B8"
+    record = headline.reference_unit(config, folder, rows, 3, ([], []), tmp_path)
+    assert record == {"steps": 3, "rows": 1, "loss": 1.5, "base_loss": 2.0, "difference": -0.5,
+                      "n_tasks": 3}
+    assert json.loads((folder / "headline-done.json").read_text()) == record
+    assert not (folder / "finetune" / "checkpoints").exists()
+    assert not (folder / "finetune" / "model").exists()
+    assert (folder / "finetune" / "metrics.jsonl").is_file()  # what it measured stays
+    assert headline.reference_unit(config, folder, rows, 3, ([], []), tmp_path) == record
