@@ -350,11 +350,16 @@ def prefix(by_seed: dict, order: list[str], budget: float) -> list[tuple]:
     return out
 
 
+def valid_kept(row: tuple) -> int:
+    """1 for a `seed_rows` row that was kept and judged valid (the quality unit), else 0."""
+    return int(row[2] and row[3])
+
+
 def curve(by_seed: dict, order: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(cumulative expert queries, cumulative judged-valid kept rows) after each row."""
     rows = [row for sid in order for row in by_seed[sid]]
     cost = np.cumsum([0] + [r[0] for r in rows])
-    good = np.cumsum([0] + [int(r[2] and r[3]) for r in rows])
+    good = np.cumsum([0] + [valid_kept(r) for r in rows])
     return cost, good
 
 

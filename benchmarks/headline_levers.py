@@ -1,14 +1,15 @@
-"""A lever on the headline, measured on a finished `benchmarks/headline.py` work dir: the horizon.
+"""Levers on the headline, measured on a finished `benchmarks/headline.py` work dir's own rows:
+the choice of operation and the horizon.
 
     .venv/bin/python benchmarks/headline_levers.py --work-dir runs/headline \
-        [--bootstrap 2000] [--out benchmarks/results/headline_horizon.json]
+        [--bootstrap 2000] [--out benchmarks/results/headline_levers.json]
 
 An evolution step h of a seed only depends on steps 1..h-1, so the first h rows of every
 generation seed are what the same arm would have produced with `env.horizon = h` (exactly for the
 random and frequency-matched arms, whose actions ignore the state; for the policy arm this is the
-horizon-6 policy's first h steps, not a policy trained for horizon h). For each h this prints and
-records, with the headline's paired bootstrap (runs and generation seeds resampled, the same
-draw for every arm):
+horizon-6 policy's first h steps, not a policy trained for horizon h). It prints and records
+(intervals: the headline's paired bootstrap, runs and generation seeds resampled, the same draw
+for every arm):
 - per operation: valid rows per expert query of the steps that drew it (every arm pooled), and
   the best one's over the random arm's (what failure avoidance by a state-free mix could gain);
 - per step s: each arm's expert queries and judged-valid kept rows at that step (where the
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from headline import ARMS, _ci95, _finite, headline, queries, seed_rows  # noqa: E402
+from headline import ARMS, _ci95, _finite, headline, queries, seed_rows, valid_kept  # noqa: E402
 from results_file import ResultsFile, add_out_argument  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", required=True, help="a finished benchmarks/headline.py work dir "
                    "(its headline.json names the units)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
-    add_out_argument(p, "headline_horizon.json")
+    add_out_argument(p, "headline_levers.json")
     return p.parse_args(argv)
 
 
@@ -66,7 +67,7 @@ def per_step(rows: dict, gen_ids: list[str], horizon: int) -> dict:
             for sid in gen_ids:
                 for row in by_seed[sid]:
                     q[k, _step(row) - 1] += row[0]
-                    good[k, _step(row) - 1] += int(row[2] and row[3])
+                    good[k, _step(row) - 1] += valid_kept(row)
         out[arm] = {"expert_queries": [round(float(v), 3) for v in q.mean(0)],
                     "valid_rows": [round(float(v), 3) for v in good.mean(0)]}
     return out
@@ -85,12 +86,12 @@ def per_action(rows: dict, gen_ids: list[str]) -> dict:
                     c = counts.setdefault(row[5]["action"], [0, 0, 0])
                     c[0] += 1
                     c[1] += row[0]
-                    c[2] += int(row[2] and row[3])
+                    c[2] += valid_kept(row)
     ops = {a: {"steps": n, "expert_queries": q, "valid_rows": g,
                "valid_per_expert_query": round(g / q, 6) if q else None}
            for a, (n, q, g) in sorted(counts.items())}
     rnd = [row for by_seed in rows["random"] for sid in gen_ids for row in by_seed[sid]]
-    rate = sum(int(r[2] and r[3]) for r in rnd) / max(sum(r[0] for r in rnd), 1)
+    rate = sum(valid_kept(r) for r in rnd) / max(sum(r[0] for r in rnd), 1)
     best = max((v["valid_per_expert_query"] or 0.0 for v in ops.values()), default=0.0)
     return {"operations": ops, "random_valid_per_expert_query": round(rate, 6),
             "best_over_random": round(best / rate, 6) if rate else None}
@@ -99,13 +100,12 @@ def per_action(rows: dict, gen_ids: list[str]) -> dict:
 def valid_per_query(rows: dict, gen_ids: list[str], n_boot: int, seed: int = 0) -> dict:
     """Per arm: judged-valid kept rows per generation expert query over runs and seeds, with the
     paired bootstrap's 95% interval, and each arm's ratio to the random arm's."""
-    def table(arm, col):
-        return np.array([[sum(row[0] if col == 0 else int(row[2] and row[3])
-                              for row in by_seed[sid]) for sid in gen_ids]
+    def table(arm, value):  # runs x seeds: the sum of value(row) over the seed's rows
+        return np.array([[sum(value(row) for row in by_seed[sid]) for sid in gen_ids]
                          for by_seed in rows[arm]], dtype=float)
 
-    q = {arm: table(arm, 0) for arm in ARMS}
-    good = {arm: table(arm, 1) for arm in ARMS}
+    q = {arm: table(arm, lambda row: row[0]) for arm in ARMS}
+    good = {arm: table(arm, valid_kept) for arm in ARMS}
     n_runs = len(rows["random"])
 
     def figures(ks, idx):
@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                       "headline_commit": record.get("commit")})
     steps = per_step(rows, gen_ids, horizon)
     actions = per_action(rows, gen_ids)
+    keep = ("target_valid_rows", "training_queries", "policy_generation_queries",
+            "ratio_generation_only", "ratio_training_included", "ratio_amortised",
+            "break_even_valid_rows")
     by_h = []
     for h in range(1, horizon + 1):
         cut = {arm: [truncate(by_seed, h) for by_seed in rows[arm]] for arm in ARMS}
@@ -144,9 +147,6 @@ def main(argv: list[str] | None = None) -> dict:
                          for by_seed in cut["random"]))
         figs = headline(train, cut, gen_ids, [budget], int(cfg["amortise_rows"]), args.bootstrap)
         rate = valid_per_query(cut, gen_ids, args.bootstrap)
-        keep = ("target_valid_rows", "training_queries", "policy_generation_queries",
-                "ratio_generation_only", "ratio_training_included", "ratio_amortised",
-                "break_even_valid_rows")
         by_h.append({"horizon": h, "budget": budget, "valid_per_expert_query": rate,
                      **{k: figs[k] for k in keep},
                      "ci95": {k: figs["ci95"][k] for k in keep if k in figs["ci95"]}})

@@ -1,4 +1,4 @@
-"""`benchmarks/headline_levers.py`: the horizon lever read from a headline run's own rows. A
+"""`benchmarks/headline_levers.py`: the levers read from a headline run's own rows. A
 horizon h keeps steps 1..h of each seed (never the last h); per-step figures sum the right step;
 valid rows per expert query are ratios of sums, bootstrapped with the same draw for every arm."""
 
