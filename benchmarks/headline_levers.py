@@ -14,6 +14,9 @@ for every arm):
   the best one's over the random arm's (what failure avoidance by a state-free mix could gain);
 - per step s: each arm's expert queries and judged-valid kept rows at that step (where the
   queries go and where the valid rows come from);
+- the share of steps ending in each failure kind;
+- with `--compare`: how many steps of another run on the same seeds drew the same operation and
+  gave the same rewrite (a lever's effect on the actions; a determinism check of the random arm);
 - per horizon h: judged-valid rows per expert query (generation only) per arm, and headline (a)
   and the break-even dataset size at the budget every random run reaches with horizon h.
 Training cost is the headline's (`train-k` ledgers): the policy was trained once, at the run's
@@ -26,6 +29,7 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", required=True, help="a finished benchmarks/headline.py work dir "
                    "(its headline.json names the units)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--compare", nargs="*", default=[], metavar="WORK_DIR",
+                   help="other finished headline work dirs (lever runs on the same seeds): per "
+                        "arm and run they share, the steps with the same operation and the same "
+                        "rewrite, and each of their arms' operation counts")
     add_out_argument(p, "headline_levers.json")
     return p.parse_args(argv)
 
@@ -97,6 +105,32 @@ def per_action(rows: dict, gen_ids: list[str]) -> dict:
             "best_over_random": round(best / rate, 6) if rate else None}
 
 
+def failure_shares(rows: dict, gen_ids: list[str]) -> dict:
+    """Every arm and run pooled: the steps, and the share that ended in each failure kind (the
+    text before the row's failure detail; "none" for a step that passed)."""
+    kinds = Counter((row[5]["failure"] or "none").split(": ")[0] for arm in ARMS
+                    for by_seed in rows[arm] for sid in gen_ids for row in by_seed[sid])
+    total = sum(kinds.values())
+    return {"steps": total, "shares": {k: round(n / total, 4) for k, n in kinds.most_common()}}
+
+
+def compare_runs(rows: dict, other: dict, gen_ids: list[str]) -> dict:
+    """Per arm and run index both have: the steps (seed, step) of both, how many drew the same
+    operation and how many the same rewrite; and `other`'s operation counts per arm and run."""
+    out = {}
+    for arm in ARMS:
+        for k, (mine, theirs) in enumerate(zip(rows[arm], other[arm], strict=False)):
+            a = {(sid, _step(r)): r[5] for sid in gen_ids for r in mine[sid]}
+            b = {(sid, _step(r)): r[5] for sid in gen_ids for r in theirs[sid]}
+            both = a.keys() & b.keys()
+            out[f"{arm}-{k}"] = {
+                "steps_in_both": len(both),
+                "same_operation": sum(a[x]["action"] == b[x]["action"] for x in both),
+                "same_rewrite": sum(a[x]["instruction"] == b[x]["instruction"] for x in both),
+                "their_operations": dict(Counter(r["action"] for r in b.values()).most_common())}
+    return out
+
+
 def valid_per_query(rows: dict, gen_ids: list[str], n_boot: int, seed: int = 0) -> dict:
     """Per arm: judged-valid kept rows per generation expert query over runs and seeds, with the
     paired bootstrap's 95% interval, and each arm's ratio to the random arm's."""
@@ -130,13 +164,22 @@ def main(argv: list[str] | None = None) -> dict:
     raw, cfg = record["raw"], record["config"]
     gen_ids = raw["generation_seed_ids"]
     train = [queries(p["cost"], "expert") for p in raw["policies"]]
-    rows = {arm: [seed_rows(Path(r["out"]), gen_ids) for r in raw["runs"][arm]] for arm in ARMS}
+    rows = _rows(record, gen_ids)
     horizon = max(_step(r) for arm in ARMS for by_seed in rows[arm] for v in by_seed.values()
                   for r in v)
     results = ResultsFile(Path(args.out).resolve(), {**vars(args), "headline_config": cfg,
                                                       "headline_commit": record.get("commit")})
     steps = per_step(rows, gen_ids, horizon)
     actions = per_action(rows, gen_ids)
+    failures = failure_shares(rows, gen_ids)
+    compared = {}
+    for other in args.compare:
+        theirs = json.loads((Path(other) / "headline.json").read_text(encoding="utf-8"))
+        if theirs["raw"]["generation_seed_ids"] != gen_ids:
+            raise ValueError(f"--compare {other}: other generation seeds than {work}'s; expected "
+                             "a run on the same seed split")
+        compared[str(Path(other).resolve())] = compare_runs(rows, _rows(theirs, gen_ids),
+                                                            gen_ids)
     keep = ("target_valid_rows", "training_queries", "policy_generation_queries",
             "ratio_generation_only", "ratio_training_included", "ratio_amortised",
             "break_even_valid_rows")
@@ -151,12 +194,24 @@ def main(argv: list[str] | None = None) -> dict:
                      **{k: figs[k] for k in keep},
                      "ci95": {k: figs["ci95"][k] for k in keep if k in figs["ci95"]}})
     _print(steps, actions, by_h)
+    print(f"failure kinds over {failures['steps']} steps: {failures['shares']}")
+    for other, runs in compared.items():
+        print(f"compared with {other}: " + "; ".join(
+            f"{unit} {c['same_operation']}/{c['steps_in_both']} same operation, "
+            f"{c['same_rewrite']} same rewrite" for unit, c in runs.items()))
     out = results.write(summary={"per_step": steps, "per_operation": actions, "by_horizon": by_h,
+                                 "failure_shares": failures, "compared_runs": compared,
                                  "note": "the first h steps of each seed's evolution, from the "
                                          "headline's own rows: no new generation; the policy "
                                          "was trained at the full horizon"},
                         raw={"training_expert_queries": train, "generation_seed_ids": gen_ids})
     return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _rows(record: dict, gen_ids: list[str]) -> dict:
+    """Per arm, per run: `headline.seed_rows` of the run a headline record names."""
+    return {arm: [seed_rows(Path(r["out"]), gen_ids) for r in record["raw"]["runs"][arm]]
+            for arm in ARMS}
 
 
 def _print(steps: dict, actions: dict, by_h: list[dict]) -> None:

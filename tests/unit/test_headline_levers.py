@@ -82,3 +82,35 @@ def test_per_action_pools_the_arms_and_compares_the_best_with_random():
     random_rate = 5 / (10 * (1 + 2 + 3 + 4))
     assert figs["random_valid_per_expert_query"] == pytest.approx(random_rate, abs=1e-6)
     assert figs["best_over_random"] == pytest.approx((15 / 120) / random_rate, abs=1e-5)
+
+
+def test_failure_shares_read_the_kind_before_the_detail():
+    from headline_levers import failure_shares
+
+    def row(failure):
+        return (1, 2, not failure, not failure, "t", {"step": 1, "action": "breadth",
+                                                        "failure": failure})
+
+    rows = {"policy": [{"a": [row("not an instruction: validity 0.19"), row("")]}],
+            "frequency": [{"a": [row("cut at max_tokens")]}],
+            "random": [{"a": [row("not an instruction: validity 0.02")]}]}
+    figs = failure_shares(rows, ["a"])
+    assert figs == {"steps": 4, "shares": {"not an instruction": 0.5, "none": 0.25,
+                                           "cut at max_tokens": 0.25}}
+
+
+def test_compare_runs_counts_the_same_operations_and_rewrites_step_by_step():
+    from headline_levers import compare_runs
+
+    def run(actions, texts):
+        return {"a": [(1, 2, True, True, t, {"step": s + 1, "action": a, "instruction": t})
+                      for s, (a, t) in enumerate(zip(actions, texts, strict=True))]}
+
+    mine = run(["breadth", "deepening", "breadth"], ["x", "y", "z"])
+    theirs = run(["breadth", "breadth"], ["x", "y"])  # it stopped before step 3
+    rows = {arm: [mine] for arm in ("policy", "frequency", "random")}
+    other = {"policy": [theirs], "frequency": [theirs], "random": []}  # no random run there
+    out = compare_runs(rows, other, ["a"])
+    assert set(out) == {"policy-0", "frequency-0"}
+    assert out["policy-0"] == {"steps_in_both": 2, "same_operation": 1, "same_rewrite": 2,
+                               "their_operations": {"breadth": 2}}
