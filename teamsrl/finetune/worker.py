@@ -249,7 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m teamsrl.finetune.worker SPEC.json` (started by the launcher, once per rank)."""
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    train_worker(spec)
+    try:
+        train_worker(spec)
+    finally:
+        # Tear the process group down before the interpreter does: left to exit-time
+        # destructors, gloo's threads can abort a finished rank ("terminate called without an
+        # active exception", exit -6; seen once in CI on the ZeRO-3 test). Ray Train's workers
+        # do not come through here: Ray owns their group.
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 
