@@ -25,6 +25,7 @@ figure measured beside other work is off by 2-4x on 2 cores.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -84,11 +85,17 @@ def run_arm(arm: dict, tree: Path, scratch: Path, repeat: int) -> dict:
     steps = [r for r in rows if r.get("kind") == "row"]
     summary = json.loads((out / "summary.json").read_text())
     pairs = len(steps)
+    # what the arm generated, order-free: a speed lever must leave every text as it was
+    # (batch-invariant sampling), so arms of the same job compare equal here
+    texts = sorted(json.dumps([r["row_id"], r["action"], r["instruction"], r["output"],
+                               r["kept"]]) for r in steps)
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     return {"arm": arm["label"], "repeat": repeat, "seconds": round(seconds, 1),
             "pairs": pairs, "rows_kept": summary["rows_kept"],
             "seconds_per_pair": round(seconds / pairs, 3),
             "seconds_per_kept_row": round(seconds / max(summary["rows_kept"], 1), 3),
-            "queries": summary.get("queries"), "stderr_tail": proc.stderr[-600:]}
+            "rows_digest": digest, "queries": summary.get("queries"),
+            "stderr_tail": proc.stderr[-600:]}
 
 
 def main() -> None:
@@ -115,7 +122,8 @@ def main() -> None:
                 r = run_arm(arm, trees[arm["label"]], scratch, repeat)
                 raw.append(r)
                 print(f"{r['arm']:>10} repeat {repeat}: {r['seconds']:.1f} s, {r['pairs']} pairs"
-                      f" ({r['rows_kept']} kept): {r['seconds_per_pair']:.2f} s/pair", flush=True)
+                      f" ({r['rows_kept']} kept): {r['seconds_per_pair']:.2f} s/pair, rows "
+                      f"{r['rows_digest']}", flush=True)
     finally:
         for arm in args.arm:
             if arm["ref"] != ".":
@@ -135,9 +143,12 @@ def main() -> None:
                                  "speedup_vs_peer": round(PEER_SECONDS_PER_PAIR / per_pair, 2)}
         print(f"{arm['label']:>10} {per_pair:>8.2f} {per_kept:>8.2f} "
               f"{PEER_SECONDS_PER_PAIR / per_pair:>8.2f}x")
+    digests = {r["rows_digest"] for r in raw}
+    print("every arm and repeat generated the same rows" if len(digests) == 1 else
+          f"the arms generated {len(digests)} different row sets (see raw[].rows_digest)")
     print(f"peer: distilabel 1.5.3 EvolInstruct, {PEER_SECONDS_PER_PAIR} s/pair (issue 19, not "
           "re-measured); goal <= 3.5 s/pair (>= 4x)")
-    results.write(summary=summary, raw=raw)
+    results.write(summary=summary, same_rows=len(digests) == 1, raw=raw)
 
 
 if __name__ == "__main__":
