@@ -110,19 +110,27 @@ class LLMClient:
             results = run([requests[first[k]] for k in unique])
             seconds = time.perf_counter() - start
             fresh = dict(zip(unique, results, strict=True))
-        prompt_tokens = sum(tokens(r)[0] for r in fresh.values())
-        completion_tokens = sum(tokens(r)[1] for r in fresh.values())
-        try:
-            if self.cache is not None and fresh:
-                self.cache.put_many({k: asdict(v) for k, v in fresh.items()})
-        finally:  # a cache that cannot be written (disk full) must not hide spent queries
-            self.ledger.record(role, kind, queries=len(fresh),
-                               cache_hits=len(requests) - len(fresh),
-                               prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                               seconds=seconds, stage=stage, node=node)
+        self._commit(role, kind, {k: asdict(v) for k, v in fresh.items()},
+                     queries=len(fresh), cache_hits=len(requests) - len(fresh),
+                     prompt_tokens=sum(tokens(r)[0] for r in fresh.values()),
+                     completion_tokens=sum(tokens(r)[1] for r in fresh.values()),
+                     seconds=seconds, stage=stage, node=node)
         for i in todo:
             out[i] = fresh[keys[i]]
         return out
+
+    def _commit(self, role: str, kind: str, items: dict[str, dict], **counts) -> None:
+        """Count an engine batch, then cache its responses: the ledger first, so a crash or a
+        full disk between the two can lose a cached response (a rerun pays for it again, and
+        counts it again) but never leaves a response cached that the ledger does not count
+        (which a resumed run would then take as a free hit). A store that holds both (the
+        serving side's `StoreClient`) commits them together in one call."""
+        if self.cache is not None and self.cache is self.ledger:
+            self.ledger.commit(items, role, kind, **counts)
+            return
+        self.ledger.record(role, kind, **counts)
+        if self.cache is not None and items:
+            self.cache.put_many(items)
 
     def close(self) -> None:
         """Close the cache and ledger files."""

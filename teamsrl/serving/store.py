@@ -43,7 +43,6 @@ folders on a cluster belong on storage every node mounts at the same path (clust
 from __future__ import annotations
 
 import socket
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -231,32 +230,31 @@ def _where() -> str:
 class StoreClient:
     """An `LLMClient`'s cache *and* ledger inside a replica, both served by the store actor.
 
-    `LLMClient` writes an engine batch as `cache.put_many(new responses)` then, in a `finally`,
-    `ledger.record(counts)`, on one thread. Here `put_many` only holds the responses (per
-    thread) and `record` sends them with the ledger row in one `commit`, waiting for it: the
-    store commits both or neither, and the replica answers only after that.
+    `LLMClient` sees that its cache is its ledger and commits an engine batch with
+    `commit(new responses, counts)`: one call to the store, which records the ledger row and
+    then caches the responses, and the replica answers only after it returns. `record` (a
+    replica with its cache off) commits the row alone.
     """
 
     def __init__(self, store, stage: str) -> None:
         self.store = store
         self.stage = stage  # the ledger stage of calls that name none (QueryLedger's default)
-        self._held = threading.local()
 
     # ---- the ResponseCache side
     def get_many(self, keys: list[str]) -> dict[str, dict]:
         """Cached responses among `keys` (one round trip to the store)."""
         return self._wait(self.store.get_many.remote(keys))
 
-    def put_many(self, items: dict[str, dict]) -> None:
-        """Hold new responses until this thread's next `record` commits them."""
-        self._held.items = items
-
     # ---- the QueryLedger side
-    def record(self, role: str, kind: str, *, stage: str | None = None, **counts) -> None:
-        """Commit one batch: the held responses and this ledger row, in one call."""
-        items, self._held.items = getattr(self._held, "items", None) or {}, None
+    def commit(self, items: dict[str, dict], role: str, kind: str, *, stage: str | None = None,
+               **counts) -> None:
+        """Commit one engine batch: its ledger row, then its new responses, in one call."""
         counts["stage"] = stage or self.stage
         self._wait(self.store.commit.remote(uuid.uuid4().hex, items, role, kind, counts))
+
+    def record(self, role: str, kind: str, **counts) -> None:
+        """Commit one batch's ledger row (no responses to cache)."""
+        self.commit({}, role, kind, **counts)
 
     def totals(self, *, stage: str | None = None) -> dict[str, RoleTotals]:
         """Per-role totals of every replica's calls."""

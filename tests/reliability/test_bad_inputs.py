@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -486,6 +487,52 @@ def _(tmp_path, capsys):
     ledger.close()
     totals = QueryLedger(path).totals()["expert"]
     assert totals.cache_hits == 40 and totals.queries >= 80  # the 40 first calls are all there
+
+
+class _FullDisk:
+    """A store's connection on a full disk: every write fails the way SQLite reports it (a
+    single ledger row still fits a page that `max_page_count` caps, so the cap cannot be used
+    for one batch's row)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def executemany(self, *args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+@case("disk-full-ledger-batch", "the disk fills while the ledger counts an engine batch that "
+      "the client then caches (SQLITE_FULL)",
+      "`query ledger <path>: write failed (database or disk is full)`; none of the batch's "
+      "responses is cached, so a rerun asks the engine again and counts it (they were cached "
+      "uncounted, free hits for a resumed run: fixed)")
+def _(tmp_path, capsys):
+    from teamsrl.llm.cache import ResponseCache
+    from teamsrl.llm.client import LLMClient
+    from teamsrl.llm.ledger import QueryLedger
+
+    path = tmp_path / "ledger.sqlite"
+    cache = ResponseCache(tmp_path / "llm-cache.sqlite")
+    cache.put_many({f"k{i}": {"text": "x"} for i in range(50)})
+    engine = FixedReplyEngine("y" * 20)
+    ledger = QueryLedger(path)
+    client = LLMClient({"expert": engine}, cache=cache, ledger=ledger)
+    requests = [client.request("expert", [{"role": "user", "content": f"q{i}"}], seed=i)
+                for i in range(40)]
+    conn = ledger._store._conn
+    ledger._store._conn = _FullDisk(conn)
+    with pytest.raises(RuntimeError) as err:
+        client.chat("expert", requests)
+    ledger._store._conn = conn  # space freed
+    assert str(err.value) == f"query ledger {path}: write failed (database or disk is full)"
+    assert len(cache) == 50 and engine.generated == 40  # spent, not counted, not cached
+    client.chat("expert", requests)  # the rerun pays again and is counted
+    assert engine.generated == 80 and len(cache) == 90
+    assert ledger.totals()["expert"].queries == 40
+    client.close()
 
 
 @case("disk-full-metrics", "ENOSPC injected halfway through writing a metrics line "

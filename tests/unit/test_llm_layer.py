@@ -149,3 +149,53 @@ def test_openai_body_round_trip():
     body = req.to_openai()
     assert body["messages"] == [{"role": "user", "content": "hi"}] and body["stop"] == ["\n"]
     assert ChatRequest(**(body | {"stop": tuple(body["stop"])})) == req
+
+
+class OneStore:
+    """A cache that is also the ledger (the serving side's `StoreClient`): records each commit."""
+
+    def __init__(self) -> None:
+        self.commits: list[tuple] = []
+        self.cached: dict[str, dict] = {}
+
+    def get_many(self, keys):
+        return {k: self.cached[k] for k in keys if k in self.cached}
+
+    def commit(self, items, role, kind, **counts):
+        self.commits.append((dict(items), role, kind, counts))
+        self.cached.update(items)
+
+    def record(self, role, kind, **counts):
+        raise AssertionError("a store that holds both must get one commit, not a bare record")
+
+
+def test_a_store_holding_cache_and_ledger_gets_each_batch_in_one_commit():
+    engine, store = CountingEngine(), OneStore()
+    client = LLMClient({"expert": engine}, cache=store, ledger=store)
+    client.chat("expert", [_req(0), _req(1)], stage="generate")
+    client.chat("expert", [_req(0), _req(2)])
+    (items1, role, kind, counts1), (items2, _, _, counts2) = store.commits
+    assert (role, kind, len(items1), len(items2)) == ("expert", "chat", 2, 1)
+    assert (counts1["queries"], counts1["cache_hits"], counts1["stage"]) == (2, 0, "generate")
+    assert (counts2["queries"], counts2["cache_hits"]) == (1, 1)
+    assert engine.generated == 3
+
+
+def test_the_ledger_is_written_before_the_cache(tmp_path):
+    """A crash between the two writes must leave a counted query uncached, never a cached
+    query uncounted: the ledger row exists by the time the cache is written."""
+    order = []
+
+    class Ledger(QueryLedger):
+        def record(self, *a, **k):
+            order.append("ledger")
+            super().record(*a, **k)
+
+    class Cache(ResponseCache):
+        def put_many(self, items):
+            order.append("cache")
+            super().put_many(items)
+
+    client = LLMClient({"expert": CountingEngine()}, Cache(None), Ledger(None))
+    client.chat("expert", [_req(0)])
+    assert order == ["ledger", "cache"]
