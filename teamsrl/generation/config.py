@@ -43,11 +43,13 @@ class GenerateConfig(BaseModel):
                                    "abrupt stops); off: keep it, flagged output_truncated")
     batch_seeds: int = Field(16, ge=1, description="seeds stepped together: one engine batch "
                              "per step, one append to rows.jsonl per batch. 16 fills the "
-                             "engine's default max_batch_size (issue 19's job: 2.14 s per pair "
-                             "vs 2.59 s at 8, benchmarks/results/evolve_throughput.json). A "
-                             "rewrite's text does not depend on its batch, but a score can move "
-                             "in its 7th digit with the batch's padding, so another value can "
-                             "flip a judgement that sits on its threshold")
+                             "engine's default max_batch_size (issue 19's job, side by side: "
+                             "2.06 s per pair vs 2.54 s at 8, benchmarks/results/"
+                             "evolve_throughput_batch16.json). Another value gives the same "
+                             "rows up to float rounding: the batch's padding moves logits and "
+                             "scores in their last bits, which flips a sampled token or a "
+                             "judgement only where two candidates nearly tie (there: 1 rewrite "
+                             "of 90 differed, from its first token)")
     max_seeds: int | None = Field(None, ge=1, description="use only the first N seeds")
     shards: int = Field(0, ge=0, description="0: run in this process with a local engine; "
                         "N: N Ray actors against the Serve app, batches spread over them")

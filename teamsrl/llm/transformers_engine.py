@@ -1,7 +1,10 @@
 """`TransformersEngine`: batched generation and scoring with Hugging Face transformers (CPU/GPU).
 
 Batch invariance: every row samples with its own noise, so a request gives the same text alone
-and inside any batch (and a cache miss equals a cache hit). Sampling is Gumbel-max: the row's
+and inside any batch, up to float rounding: the batch's padding changes the matrix shapes, which
+moves logits (and scores) in their last bits, and where two tokens nearly tie that can flip one
+(issue 19's job: 1 rewrite of 90 differed between batches of 8 and 16 seeds). A cache hit
+returns exactly what was computed. Sampling is Gumbel-max: the row's
 logits (temperature- and top-p-processed) plus Gumbel noise drawn from a generator keyed by
 (request seed, index of the generated token), then greedy argmax. Keying by the padded length
 instead would make the text depend on the batch.
