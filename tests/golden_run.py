@@ -15,6 +15,11 @@ which holds the policy folder's absolute path), every float to FLOAT_RTOL. Float
 tolerance because MiniLM's embeddings differ in the last float32 bit between CPU kernels: on
 2026-12-01 a machine with AVX-512 VP2INTERSECT moved novelty by 6e-8 (0.268608034 -> 0.268608093)
 with every text and action unchanged, which failed the byte-for-byte check that ran until then.
+
+Re-recorded on 2026-12-01 when `TransformersEngine.score` began to run each context once on a
+key-value cache (instead of one full row per candidate): verdicts and rewards moved by up to 1e-5
+relative, novelty by its last bit (this machine's MiniLM); every text, id, action and count stayed
+the same (checked on the fixtures' diff before committing them).
 """
 
 from __future__ import annotations

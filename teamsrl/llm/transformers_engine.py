@@ -153,42 +153,106 @@ class TransformersEngine:
 
     # ------------------------------------------------------------------- score
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
-        """Summed log-probability of each candidate after its request's context."""
+        """Summed log-probability of each candidate after its request's context; contexts are
+        batched `max_batch_size` at a time."""
+        out: list[ScoreResponse] = []
+        for i in range(0, len(requests), self.max_batch_size):
+            out.extend(self._score_batch(requests[i : i + self.max_batch_size]))
+        return out
+
+    def _score_batch(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """One pass over the contexts (each once, whatever its number of candidates), keeping
+        their key-value cache and only the last positions' logits; then one pass over the
+        candidates' tokens after the first, each row on its context's cache. Before, each
+        (context, candidate) pair was a full row and every position's logits were computed. Positions
+        count from each row's first real token, so a row's positions do not depend on the batch's
+        padding."""
         import torch
 
-        rows: list[tuple[int, list[int], int]] = []  # (request index, ids, candidate length)
-        prompt_lens = []
-        for i, req in enumerate(requests):
-            ctx, cand_ids = score_ids(self.tokenizer, req, self.context_length)
-            prompt_lens.append(len(ctx))
-            rows.extend((i, ctx + c, len(c)) for c in cand_ids)
-        sums = [0.0] * len(rows)
-        for start in range(0, len(rows), self.max_batch_size):
-            if self.governor:
-                self.governor.adjust()
-            chunk = rows[start : start + self.max_batch_size]
-            batch = self.tokenizer.pad(
-                {"input_ids": [ids for _, ids, _ in chunk]}, padding=True, return_tensors="pt"
-            ).to(self.device)
-            with torch.inference_mode():
-                logits = self.model(**batch).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            target = batch["input_ids"][:, 1:]
-            tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            for j, (_, _, n) in enumerate(chunk):
-                sums[start + j] = float(tok_lp[j, -n:].sum())
+        if self.governor:
+            self.governor.adjust()
+        encoded = [score_ids(self.tokenizer, r, self.context_length) for r in requests]
+        ctx = self.tokenizer.pad({"input_ids": [c for c, _ in encoded]}, padding=True,
+                                 return_tensors="pt").to(self.device)
+        ids, mask = _min_token_rows(ctx["input_ids"], ctx["attention_mask"],
+                                    self.tokenizer.pad_token_id, left=True)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows = [(i, cand) for i, (_, cands) in enumerate(encoded) for cand in cands]
+        with torch.inference_mode():
+            first = self.model(input_ids=ids, attention_mask=mask,
+                               position_ids=positions, use_cache=True,
+                               logits_to_keep=-(-MIN_TOKEN_ROWS // len(requests)))
+            first_lp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
+            sums = [float(first_lp[i, cand[0]]) for i, cand in rows]
+            longer = [k for k, (_, cand) in enumerate(rows) if len(cand) > 1]
+            if longer:
+                self._score_continuations(first, mask, positions, rows, longer, sums)
         out, k = [], 0
         for i, req in enumerate(requests):
             m = len(req.candidates)
-            out.append(
-                ScoreResponse(
-                    logprobs=tuple(sums[k : k + m]),
-                    num_tokens=tuple(n for _, _, n in rows[k : k + m]),
-                    prompt_tokens=prompt_lens[i],
-                )
-            )
+            out.append(ScoreResponse(logprobs=tuple(sums[k : k + m]),
+                                     num_tokens=tuple(len(c) for _, c in rows[k : k + m]),
+                                     prompt_tokens=len(encoded[i][0])))
             k += m
         return out
+
+    def _score_continuations(self, first, mask, positions, rows, longer, sums) -> None:
+        """Add to `sums[k]` the log-probabilities of candidate k's tokens after its first, for
+        each k in `longer`: the candidates (all but their last token, right-padded) run on a
+        copy of their contexts' cache."""
+        import torch
+
+        index = torch.tensor([rows[k][0] for k in longer], device=self.device)
+        cache = first.cache if hasattr(first, "cache") else first.past_key_values
+        cache.reorder_cache(index)  # row j of the cache is now candidate longer[j]'s context
+        width = max(len(rows[k][1]) for k in longer) - 1
+        ids = torch.full((len(longer), width), self.tokenizer.pad_token_id, device=self.device)
+        cand_mask = torch.zeros((len(longer), width), dtype=mask.dtype, device=self.device)
+        for j, k in enumerate(longer):
+            feed = rows[k][1][:-1]
+            ids[j, : len(feed)] = torch.tensor(feed)
+            cand_mask[j, : len(feed)] = 1
+        ids, cand_mask = _min_token_rows(ids, cand_mask, self.tokenizer.pad_token_id, left=False)
+        width = ids.shape[1]
+        cand_positions = positions[index, -1:] + 1 + torch.arange(width, device=self.device)
+        logits = self.model(input_ids=ids, attention_mask=torch.cat([mask[index], cand_mask], 1),
+                            position_ids=cand_positions, use_cache=False,
+                            **{self._cache_kwarg: cache}).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        for j, k in enumerate(longer):
+            rest = rows[k][1][1:]
+            sums[k] += float(logp[j, torch.arange(len(rest)), torch.tensor(rest)].sum())
+
+    @property
+    def _cache_kwarg(self) -> str:
+        """The forward's name for a key-value cache (`past_key_values` before transformers
+        renamed it `cache`)."""
+        import inspect
+
+        params = inspect.signature(self.model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+
+MIN_TOKEN_ROWS = 16
+
+
+def _min_token_rows(ids, mask, pad_id: int, left: bool):
+    """`ids` and `mask` padded (left or right, masked out) to at least `MIN_TOKEN_ROWS` tokens
+    in all (the first pass also keeps the logits of that many rows). With 5-11 token rows, the
+    float32 matrix products (MKL's sgemm, measured on this machine's AMD EPYC) split their sums
+    over threads, so a short score depended on the thread count; from 12 rows on they split rows
+    and columns only."""
+    import torch
+
+    rows, width = ids.shape
+    need = -(-MIN_TOKEN_ROWS // rows) - width
+    if need <= 0:
+        return ids, mask
+    pad_ids = torch.full((rows, need), pad_id, dtype=ids.dtype, device=ids.device)
+    pad_mask = torch.zeros((rows, need), dtype=mask.dtype, device=mask.device)
+    if left:
+        return torch.cat([pad_ids, ids], 1), torch.cat([pad_mask, mask], 1)
+    return torch.cat([ids, pad_ids], 1), torch.cat([mask, pad_mask], 1)
 
 
 class _RowGumbel:

@@ -86,6 +86,39 @@ def test_score_ranks_a_planted_right_continuation_above_a_wrong_one(smollm2_engi
     assert a_alone.logprobs == pytest.approx(a.logprobs, abs=1e-4)
 
 
+def test_score_equals_one_full_pass_per_candidate(smollm2_engine):
+    """The engine scores each context once and the candidates' later tokens on its cache: every
+    candidate's sum equals the plain computation (context + candidate in one forward pass, the
+    candidate's tokens' log-probs summed), for candidates of 1-4 tokens, contexts of different
+    lengths and different candidate counts in one batch."""
+    import torch
+
+    from teamsrl.llm.transformers_engine import score_ids
+
+    requests = [
+        ScoreRequest(prompt="The first three letters of the alphabet are A, B,",
+                     candidates=(" C", " Q", " Banana", " C D E")),
+        ScoreRequest(messages=[{"role": "user", "content": "Is the sky blue? Yes or No."}],
+                     candidates=("Yes", "No, it is green")),
+        ScoreRequest(prompt="Two plus two is", candidates=(" four",)),
+        ScoreRequest(prompt="Paris is the capital of a country in Europe, which is",
+                     candidates=(" France", " not Spain", " the United Kingdom")),
+    ]
+    got = smollm2_engine.score(requests)
+    model, tok = smollm2_engine.model, smollm2_engine.tokenizer
+    for req, resp in zip(requests, got, strict=True):
+        ctx, cands = score_ids(tok, req, smollm2_engine.context_length)
+        want = []
+        for cand in cands:
+            with torch.inference_mode():
+                logits = model(input_ids=torch.tensor([ctx + cand])).logits[0].float()
+            logp = torch.log_softmax(logits, -1)
+            want.append(sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cand)))
+        assert resp.num_tokens == tuple(len(c) for c in cands)
+        assert resp.prompt_tokens == len(ctx)
+        assert resp.logprobs == pytest.approx(want, abs=1e-4), req
+
+
 def test_cache_on_rerun_costs_zero_queries_and_ledger_equals_calls(smollm2_engine, tmp_path):
     sent = {"n": 0}
     real_generate = smollm2_engine.generate
