@@ -1,6 +1,7 @@
 """A 2-node Ray cluster on one machine (ray.cluster_utils.Cluster): the LLM deployment on the
 head node, the PPO env runners on the second node. Run as a script (it owns its own Ray cluster);
-prints one JSON line with what the test checks.
+prints one JSON line with what the test checks. The engines are `engine: simulated` (no sleep):
+which node a request came from does not depend on its text.
 
     python tests/integration/multinode_scenario.py RUN_DIR
 """
@@ -38,6 +39,8 @@ def main(run_dir: str) -> None:
             "policy.iterations=1", "llm.expert.max_tokens=8", "tracking.mode=disabled",
             "env.reward.cut_rewrite_fails=false", "env.reward.invalid_fails=false",
             "env.reward.validity_weight=0",
+            *[f"llm.{role}.{key}" for role in ("expert", "reviewer")
+              for key in ("engine=simulated", "simulated.time_scale=0")],
         ])
         result = train_policy(config, address=cluster.address, progress=False)
         ledger = QueryLedger(f"{run_dir}/ledger.sqlite")

@@ -1,4 +1,7 @@
-"""An env runner killed mid-training: RLlib restarts it, the run finishes, the ledger is whole."""
+"""An env runner killed mid-training: RLlib restarts it, the run finishes, the ledger is whole.
+
+The engines are `engine: simulated` at its default latency (a few seconds an iteration, so the kill
+lands mid-run): restarts and counts do not depend on what the texts say."""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ def test_killed_env_runner_is_restarted_and_no_count_is_lost(ray_serve, tmp_path
         "policy.minibatch_size=4", "policy.num_epochs=1", "policy.iterations=4",
         "llm.expert.max_tokens=8", "env.reward.cut_rewrite_fails=false",
         "env.reward.invalid_fails=false", "env.reward.validity_weight=0", "tracking.mode=disabled",
+        "llm.expert.engine=simulated", "llm.reviewer.engine=simulated",
     ])
     killed: list[int] = []
     metrics_file = Path(tmp_path) / "train-policy-metrics.jsonl"

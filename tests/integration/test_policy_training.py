@@ -1,6 +1,13 @@
 """`teamsrl train-policy`: RLlib PPO over the Serve app, on the session's local Ray (2 CPUs).
 
 The training app gets its own name and half a CPU so it fits beside the shared fixture's replica.
+Only the test whose property rests on the texts (PPO learns to shun the operation whose rewrites
+the validity judge rejects) runs the real SmolLM2. The others test bookkeeping and wiring:
+checkpoint and resume, the metrics against the responses computed, the export, PPO finding the
+action a text-free reward pays. Their engines are `engine: simulated` with no sleep
+(`SIMULATED`): deterministic texts and log-probs that mean nothing, which those properties do not
+read. With the real engine these took ~210 s of CI (2026-12-01); the PPO path they exercise (RLlib,
+the env runners, Serve, the store, MiniLM observations) is the same.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ SMALL = [
     "env.reward.invalid_fails=false", "env.reward.validity_weight=0",
 ]
 
+SIMULATED = [f"llm.{role}.{key}" for role in ("expert", "reviewer")
+             for key in ("engine=simulated", "simulated.time_scale=0")]
+
 REQUIRED = ["rollout/return_mean", "reward/verdict", "reward/novelty", "reward/validity",
             "reward/failure", "reward/cost", "queries/expert", "queries/reviewer",
             "cache/hit_rate", "perf/env_steps_per_s", "timing/sample_s", "timing/learn_s",
@@ -36,7 +46,8 @@ def trained(ray_serve, tmp_path_factory):
     from teamsrl.policy.train import train_policy
 
     run_dir = tmp_path_factory.mktemp("train-run")
-    config = load_config(None, [*SMALL, f"run_dir={run_dir}", "policy.iterations=2"])
+    config = load_config(None, [*SMALL, *SIMULATED, f"run_dir={run_dir}",
+                                "policy.iterations=2"])
     first = train_policy(config, progress=False)
     resumed = train_policy(config, resume=True, iterations=1, progress=False)
     return config, first, resumed
@@ -110,12 +121,13 @@ def test_ppo_learns_the_action_that_pays(ray_serve, tmp_path, embedded_client):
     from teamsrl.policy.train import train_policy
 
     config = load_config(None, [
-        *SMALL, f"run_dir={tmp_path}", "actions.include_stop=true", "llm.expert.max_tokens=4",
+        *SMALL, *SIMULATED, f"run_dir={tmp_path}", "actions.include_stop=true",
+        "llm.expert.max_tokens=4",
         "env.reward.verdict_weight=0", "env.reward.novelty_weight=0",
         "env.reward.failure_penalty=0", "env.reward.expert_query_cost=1",
         "env.reward.reviewer_query_cost=1", "policy.lr=0.01", "policy.entropy_coeff=0",
         "policy.train_batch_size=24", "policy.minibatch_size=12", "policy.num_epochs=10",
-        "policy.iterations=5", "tracking.mode=disabled",
+        "policy.iterations=8", "tracking.mode=disabled",
     ])
     train_policy(config, progress=False)
     policy = load_policy(tmp_path)

@@ -1,6 +1,9 @@
 """`teamsrl sweep`: two Ray Tune trials (the six operations; deepening alone), each a one-iteration
 PPO training over the Serve app and a two-seed generation with the trained policy; the command
-prints one table row per trial and the trials share one W&B group."""
+prints one table row per trial and the trials share one W&B group.
+
+The engines are `engine: simulated` (no sleep): the table, the counts and the W&B group are
+bookkeeping that does not depend on what the texts say."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ TINY = [
     "generate.answer_max_tokens=8", "generate.drop_cut_answers=false", "generate.shards=0",
     "generate.forced_actions={}",
     "tracking.mode=offline",
+    *[f"llm.{role}.{key}" for role in ("expert", "reviewer")
+      for key in ("engine=simulated", "simulated.time_scale=0")],
 ]
 
 
@@ -82,7 +87,7 @@ def test_two_trial_sweep_prints_its_table(tmp_path, capsys):
     for row in rows:
         run_dir = tmp_path / "sweep" / row["trial"]
         assert math.isfinite(row["return"]) and row["train_queries"] > 0
-        assert row["gen_expert_queries"] > 0  # the trained policy drove real rewrites
+        assert row["gen_expert_queries"] > 0  # the trained policy drove rewrites
         # the row's generation numbers against the trial's files: every request a generated
         # row made (rows.jsonl), the rows kept (data.jsonl), what the ledger saw for the stage
         dataset = Path(row["dataset"])
