@@ -164,9 +164,9 @@ class TransformersEngine:
         """One pass over the contexts (each once, whatever its number of candidates), keeping
         their key-value cache and only the last positions' logits; then one pass over the
         candidates' tokens after the first, each row on its context's cache. Before, each
-        (context, candidate) pair was a full row and every position's logits were computed. Positions
-        count from each row's first real token, so a row's positions do not depend on the batch's
-        padding."""
+        (context, candidate) pair was a full row and every position's logits were computed
+        (benchmarks/score_speed.py keeps that method and compares). Positions count from each
+        row's first real token, so a row's positions do not depend on the batch's padding."""
         import torch
 
         if self.governor:
