@@ -124,11 +124,12 @@ class Sink:
 def overrides(args, run_dir: str, replicas: int, runners: int, time_scale: float,
               app: str = APP, wait: float | None = None, seed: int = 543) -> list[str]:
     """The experiment: default env and PPO, both roles simulated, the paper's env settings."""
+    from teamsrl.llm.config import simulated_overrides
+
     batch = runners * args.envs_per_runner * args.horizon
     return [f"run_dir={run_dir}", f"seed={seed}", "env.quality.method=embedding",
             f"env.horizon={args.horizon}",
-            *[f"llm.{r}.{k}" for r in ("expert", "reviewer")
-              for k in ("engine=simulated", f"simulated.time_scale={time_scale}")],
+            *simulated_overrides(time_scale),
             "llm.expert.max_tokens=512", f"serving.app_name={app}",
             f"serving.route_prefix=/{app}", f"serving.http_port={args.http_port}",
             f"serving.num_replicas={replicas}",

@@ -14,7 +14,7 @@ within every repeat, in batches of `--batch` requests (as a Serve replica gets t
 It prints seconds per request for each method and kind, their ratio, and the largest difference
 between the two methods' log-probabilities.
 
-    .venv/bin/python benchmarks/score_speed.py --requests 16 --repeats 3 \\
+    .venv/bin/python benchmarks/score_speed.py --requests 8 --repeats 3 \\
         --out benchmarks/results/score_speed.json
 """
 

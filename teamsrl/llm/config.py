@@ -123,6 +123,14 @@ class LLMConfig(_Strict):
         None, description="SQLite ledger; default <run_dir>/ledger.sqlite")
 
 
+def simulated_overrides(time_scale: float) -> list[str]:
+    """`--set`-style overrides that put both roles on `engine: simulated` with this
+    `time_scale` (0: no sleep): for throughput benchmarks, and for tests whose property does not
+    depend on the texts."""
+    return [f"llm.{role}.{key}" for role in ("expert", "reviewer")
+            for key in ("engine=simulated", f"simulated.time_scale={time_scale}")]
+
+
 def refuse_simulated(llm_config: LLMConfig, what: str) -> None:
     """Raise if any role runs `engine: simulated`: its texts are random words, so `what` (a
     quality figure) would be meaningless."""

@@ -22,6 +22,7 @@ def main(run_dir: str) -> None:
     from ray.cluster_utils import Cluster
 
     from teamsrl.config import load_config
+    from teamsrl.llm.config import simulated_overrides
     from teamsrl.llm.ledger import QueryLedger
     from teamsrl.policy.train import train_policy
 
@@ -39,8 +40,7 @@ def main(run_dir: str) -> None:
             "policy.iterations=1", "llm.expert.max_tokens=8", "tracking.mode=disabled",
             "env.reward.cut_rewrite_fails=false", "env.reward.invalid_fails=false",
             "env.reward.validity_weight=0",
-            *[f"llm.{role}.{key}" for role in ("expert", "reviewer")
-              for key in ("engine=simulated", "simulated.time_scale=0")],
+            *simulated_overrides(time_scale=0),
         ])
         result = train_policy(config, address=cluster.address, progress=False)
         ledger = QueryLedger(f"{run_dir}/ledger.sqlite")

@@ -33,13 +33,14 @@ MAX_BATCH = 8
 
 
 def _overrides(run_dir: Path, port: int, seed: int) -> list[str]:
+    from teamsrl.llm.config import simulated_overrides
+
     return [f"run_dir={run_dir}", f"seed={seed}", "generate.shards=2",
             f"generate.max_seeds={SEEDS}", "generate.batch_seeds=2", "env.horizon=2",
             "env.reward.cut_rewrite_fails=false", "env.reward.invalid_fails=false",
             "env.reward.validity_weight=0", "generate.answer_max_tokens=32",
             "generate.drop_cut_answers=false",
-            *[f"llm.{role}.{k}" for role in ("expert", "reviewer")
-              for k in ("engine=simulated", f"simulated.time_scale={TIME_SCALE}")],
+            *simulated_overrides(TIME_SCALE),
             "llm.expert.max_tokens=48", f"serving.num_replicas={REPLICAS}",
             "serving.num_cpus=0.1", "serving.resources={llm_node: 1}",  # one replica per node
             f"serving.max_batch_size={MAX_BATCH}", f"serving.http_port={port}",

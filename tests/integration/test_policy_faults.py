@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from teamsrl.config import load_config
+from teamsrl.llm.config import simulated_overrides
 from teamsrl.llm.ledger import QueryLedger
 
 
@@ -42,7 +43,7 @@ def test_killed_env_runner_is_restarted_and_no_count_is_lost(ray_serve, tmp_path
         "policy.minibatch_size=4", "policy.num_epochs=1", "policy.iterations=4",
         "llm.expert.max_tokens=8", "env.reward.cut_rewrite_fails=false",
         "env.reward.invalid_fails=false", "env.reward.validity_weight=0", "tracking.mode=disabled",
-        "llm.expert.engine=simulated", "llm.reviewer.engine=simulated",
+        *simulated_overrides(time_scale=1.0),  # the default latency
     ])
     killed: list[int] = []
     metrics_file = Path(tmp_path) / "train-policy-metrics.jsonl"

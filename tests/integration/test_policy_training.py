@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from teamsrl.config import load_config
+from teamsrl.llm.config import simulated_overrides
 
 SMALL = [
     "serving.app_name=teamsrl-llm-train", "serving.route_prefix=/train", "serving.num_cpus=0.5",
@@ -31,8 +32,7 @@ SMALL = [
     "env.reward.invalid_fails=false", "env.reward.validity_weight=0",
 ]
 
-SIMULATED = [f"llm.{role}.{key}" for role in ("expert", "reviewer")
-             for key in ("engine=simulated", "simulated.time_scale=0")]
+SIMULATED = simulated_overrides(time_scale=0)
 
 REQUIRED = ["rollout/return_mean", "reward/verdict", "reward/novelty", "reward/validity",
             "reward/failure", "reward/cost", "queries/expert", "queries/reviewer",

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from teamsrl.cli import main
+from teamsrl.llm.config import simulated_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -30,8 +31,7 @@ TINY = [
     "generate.answer_max_tokens=8", "generate.drop_cut_answers=false", "generate.shards=0",
     "generate.forced_actions={}",
     "tracking.mode=offline",
-    *[f"llm.{role}.{key}" for role in ("expert", "reviewer")
-      for key in ("engine=simulated", "simulated.time_scale=0")],
+    *simulated_overrides(time_scale=0),
 ]
 
 
