@@ -1,11 +1,14 @@
 """Start or join a Ray cluster the same way from every command.
 
-Locally (`address=None`) a Ray instance is started with no dashboard and every listener we can
-choose on 127.0.0.1 (Ray's GCS itself still listens on all interfaces; see the README). With an
-address (`auto`, `ray://...`, `host:port`) the running cluster is joined. Workers inherit the
-offline settings (HF_HUB_OFFLINE, WANDB_MODE) of this process. Inside a Ray job
-(`ray job submit`, cluster/submit.sh) the job's runtime env already holds its env vars: only the
-keys it does not set are added (Ray refuses a driver runtime env that sets a key twice).
+Locally (`address=None` and no RAY_ADDRESS) a Ray instance of this process's own is started, with
+no dashboard and every listener we can choose on 127.0.0.1 (Ray's GCS itself still listens on all
+interfaces; see the README): `ray.init()` alone would join whichever cluster last wrote
+/tmp/ray/ray_current_cluster on this machine (a `ray start` or a `cluster_utils.Cluster` of another
+process), and `starts_local_ray` would then shut down a cluster that is not ours. With an address
+(`auto`, `ray://...`, `host:port`) or RAY_ADDRESS (set by `ray job submit`) that cluster is
+joined. Workers inherit the offline settings (HF_HUB_OFFLINE, WANDB_MODE) of this process. Inside
+a Ray job (`ray job submit`, cluster/submit.sh) the job's runtime env already holds its env vars:
+only the keys it does not set are added (Ray refuses a driver runtime env that sets a key twice).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     job_env = _job_env_vars()
     env_vars = {k: v for k, v in env_vars.items() if k not in job_env}
     kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": False}
-    if address is None:
+    if starts_local_ray(address):
+        address = "local"
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
     ray.init(address=address, **kwargs)
 

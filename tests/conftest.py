@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -60,7 +61,7 @@ def ray_serve(tmp_path_factory):
                                 "env.reward.cut_rewrite_fails=false",
                                 "env.reward.invalid_fails=false", "env.reward.validity_weight=0"])
     serve_config = ServeConfig(http_port=port, max_batch_size=8, max_ongoing_requests=32)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}})
     try:
         handle = deploy(config.llm, serve_config, run_dir, stage="test")
@@ -79,3 +80,33 @@ def pipeline_job_run(tmp_path_factory):
     from ray_local_head import run_tiny_pipeline_job
 
     return run_tiny_pipeline_job(tmp_path_factory.mktemp("pipeline-job"))
+
+
+# ---------------------------------------------------------------- two workers (`make test`)
+# `make test` runs 2 pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`: a test
+# file is one unit of work (its module fixtures built once, in one process) and the files below
+# are handed out first, longest first, so both workers end at about the same time (seconds: the
+# fresh-clone CI run at bb074a9, serial). test_finetune_ray goes first: its fixture shuts down any
+# Ray of its process to start a 2-CPU one of its own, which would break the session's `ray_serve`
+# had it started on that worker already.
+STARTS_FIRST = (
+    "integration/test_finetune_ray.py",           # 30
+    "integration/test_pipeline_job_submit.py",    # 281
+    "integration/test_policy_training.py",        # 211
+    "integration/test_generation.py",             # 180
+    "integration/test_serve_replicas_exact.py",   # 115
+    "integration/test_finetune_deepspeed.py",     # 88
+    "integration/test_finetune_smollm2.py",       # 71
+    "integration/test_golden_behaviour.py",       # 70
+    "integration/test_evaluate.py",               # 68
+    "integration/test_instruction_mdp.py",        # 63
+    "integration/test_sweep_action_sets.py",      # 62
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if getattr(config.option, "dist", "no") == "no":
+        return  # one process: the usual order
+    tests = Path(__file__).parent
+    rank = {name: i for i, name in enumerate(STARTS_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))

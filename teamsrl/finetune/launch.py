@@ -245,8 +245,10 @@ def _launch_ray(spec: dict[str, Any], ft) -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init()  # RAY_ADDRESS (set by `ray job submit`) or a local cluster
+    from teamsrl.raycluster import starts_local_ray
+
+    if not ray.is_initialized():  # RAY_ADDRESS (set by `ray job submit`), else a Ray of our own
+        ray.init(address="local" if starts_local_ray(None) else None)
     from teamsrl.finetune.worker import train_worker
 
     out = Path(spec["out"])

@@ -1,5 +1,5 @@
 """The Ray Train path: the same training function as a 2-worker CPU (gloo) TorchTrainer on a
-local `ray.init(num_cpus=2)`; it finishes and saves a model that reloads."""
+local `ray.init(address="local", num_cpus=2)`; it finishes and saves a model that reloads."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def local_ray():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True)
     yield
     ray.shutdown()
 

@@ -102,7 +102,7 @@ def test_deploy_refuses_a_run_folder_the_store_does_not_see(tmp_path, monkeypatc
 
     own_ray = not ray.is_initialized()
     if own_ray:
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     real = store.write_checks
     monkeypatch.setattr(store, "write_checks",
                         lambda paths: {path: "id-the-driver-wrote" for path in real(paths)})

@@ -38,8 +38,9 @@ def test_local_ray_starts_without_dashboard_and_serve_defaults_to_loopback(monke
     seen: dict = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     init_ray(None, num_cpus=2)
-    assert seen["include_dashboard"] is False and seen["address"] is None
+    assert seen["include_dashboard"] is False and seen["address"] == "local"
     assert ServeConfig().http_host == "127.0.0.1"
     assert "0.0.0.0" in str(load_config(None, ["serving.http_host=0.0.0.0"]).serving.http_host)
 

@@ -37,12 +37,24 @@ def test_inside_a_job_only_keys_the_job_does_not_set_are_passed(monkeypatch):
 
 def test_outside_a_job_the_offline_settings_are_passed(monkeypatch):
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     seen = _record_init(monkeypatch)
     raycluster.init_ray(None, num_cpus=2)
     assert seen["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
     assert seen["runtime_env"]["env_vars"]["WANDB_MODE"] == "offline"
     assert seen["num_cpus"] == 2 and seen["include_dashboard"] is False
+    # "local", not None: ray.init(None) joins whatever cluster last wrote
+    # /tmp/ray/ray_current_cluster on this machine, which starts_local_ray would then shut down
+    assert seen["address"] == "local"
+
+
+def test_ray_address_is_joined_not_replaced_by_a_local_ray(monkeypatch):
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # set by `ray job submit`
+    seen = _record_init(monkeypatch)
+    raycluster.init_ray(None, num_cpus=2)
+    assert seen["address"] is None and "num_cpus" not in seen  # ray.init reads RAY_ADDRESS
 
 
 def test_a_garbled_job_config_is_ignored(monkeypatch):
