@@ -91,9 +91,9 @@ def pipeline_job_run(tmp_path_factory):
 # had it started on that worker already.
 STARTS_FIRST = (
     "integration/test_finetune_ray.py",           # 30
-    "integration/test_pipeline_job_submit.py",    # 281
     "integration/test_policy_training.py",        # 211
     "integration/test_generation.py",             # 180
+    "integration/test_pipeline_job_submit.py",    # 151 (281 at bb074a9)
     "integration/test_serve_replicas_exact.py",   # 115
     "integration/test_finetune_deepspeed.py",     # 88
     "integration/test_finetune_smollm2.py",       # 71
