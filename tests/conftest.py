@@ -75,8 +75,10 @@ def ray_serve(tmp_path_factory):
 def pipeline_job_run(tmp_path_factory):
     """The quickstart pipeline, tiny, submitted as a Ray job to a local head (which is stopped
     before the tests run): a `ray_local_head.PipelineJob` whose run_dir holds both datasets, the
-    fine-tuned model, eval/ and report/. ~9 min on 2 busy cores, once per session: tests of the
-    report or the evaluation may reuse its artefacts (read-only) instead of making their own."""
+    fine-tuned model, eval/ and report/. 151 s alone, 380 s beside the other xdist worker
+    (fresh-clone CI), once per worker that needs it: tests of the report or the evaluation may
+    reuse its artefacts (read-only) instead of making their own (in the same file: one file is
+    one xdist unit)."""
     from ray_local_head import run_tiny_pipeline_job
 
     return run_tiny_pipeline_job(tmp_path_factory.mktemp("pipeline-job"))
