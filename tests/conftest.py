@@ -96,10 +96,13 @@ def ray_serve(tmp_path_factory):
         _ray_serve_app["app"] = _start_ray_serve(tmp_path_factory)
     yield _ray_serve_app["app"]
     following = _next_item.get("item")
-    if following is None or not any(
-            "ray_serve" in item.fixturenames
-            for item in following.session.items if item.path == following.path):
+    if following is None or following.path not in _serve_files(following.session.items):
         _stop_ray_serve()
+
+
+def _serve_files(items) -> set[Path]:
+    """The test files among `items` that use `ray_serve` (directly or through a fixture)."""
+    return {item.path for item in items if "ray_serve" in item.fixturenames}
 
 
 @pytest.fixture(scope="session")
@@ -143,6 +146,6 @@ def pytest_collection_modifyitems(config, items):
         return  # one process: the usual order
     tests = Path(__file__).parent
     rank = {name: i for i, name in enumerate(STARTS_FIRST)}
-    serve_files = {item.path for item in items if "ray_serve" in item.fixturenames}
+    serve_files = _serve_files(items)
     items.sort(key=lambda item: (rank.get(item.path.relative_to(tests).as_posix(), len(rank)),
                                  item.path not in serve_files))

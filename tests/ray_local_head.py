@@ -144,8 +144,8 @@ TINY_PIPELINE = [
     "env.reward.cut_rewrite_fails=false",  # 16-token rewrites: most are cut; this is plumbing
     "env.reward.invalid_fails=false", "env.reward.validity_weight=0",  # and not judged
     "generate.answer_max_tokens=16", "generate.drop_cut_answers=false",
-    # one checkpoint (at the end): each took ~10 s to write (2.3 GB with both ranks' optimizer
-    # states), and no test of the job reads a mid-run one
+    # one checkpoint (at the end): no test of the job reads a mid-run one (with SmolLM2 as the
+    # base, before run_tiny_pipeline_job passed a tiny one, each took ~10 s to write: 2.3 GB)
     "finetune.max_steps=2", "finetune.max_length=128",
     "finetune.heldout_fraction=0.5",  # >= 2 non-members for the membership attack
     "evaluate.limit=2", "evaluate.mia.max_rows=4", "evaluate.mia.bootstrap=100",
