@@ -56,46 +56,59 @@ def point_summary(iterations: list[dict]) -> dict:
                        / max(1, sum(i["scores"] for i in measured))}}
 
 
-def _point(summary: dict, runners: int, replicas: int) -> dict | None:
-    return next((p for p in summary["points"]
-                 if p["runners"] == runners and p["replicas"] == replicas), None)
+def _point(summary: dict, runners: int, envs: int, replicas: int) -> dict | None:
+    return next((p for p in summary["points"] if (p["runners"], p["envs"], p["replicas"])
+                 == (runners, envs, replicas)), None)
+
+
+def knee(constants: dict) -> float:
+    """Requests in flight at the engine's knee: where the rows' share of a decode step
+    (decode_s_per_token each) equals its fixed part (decode_step_s), so a step lasts twice as
+    long as alone."""
+    return constants["decode_step_s"] / constants["decode_s_per_token"]
 
 
 def goals(summary: dict, args, cores: int) -> list[dict]:
     """The four goals of issue 17, each met / not met / not measured, with its figures."""
     out = []
-    one = _point(summary, 1, 1)
-    below = [w for w in sorted({p["runners"] for p in summary["points"]})
-             if 1 < w <= 8 and w * args.envs_per_runner <= args.max_batch]
+    e1 = args.envs_per_runner
+    one = _point(summary, 1, e1, 1)
+    bend = knee(summary["engine"]["constants"])
+    below = [p["runners"] for p in summary["points"] if p["envs"] == e1 and p["replicas"] == 1
+             and 1 < p["runners"] <= 8 and p["runners"] * e1 < bend]
     if one and below:
-        w = below[-1]
-        p = _point(summary, w, 1)
+        w = max(below)
+        p = _point(summary, w, e1, 1)
         eff = p["env_steps_per_s"] / (w * one["env_steps_per_s"])
         engine = p["model_engine_only"] / (w * one["model_engine_only"])
-        note = (f"the engine model alone allows {engine:.2f} of linear here (a wave lasts as "
-                f"long as its longest completion), so the rest of the system keeps "
+        note = (f"the engine model alone allows {engine:.2f} of linear here (continuous "
+                f"batching: each sequence decoding lengthens every step, and each admission's "
+                f"prefill stalls the others' decoding), so the rest of the system keeps "
                 f"{eff / engine:.2f} of what the engine allows")
         if p["model_bound_here"] == "cpu":
             note += (f"; {cores} cores cap it (model: cpu binds), "
                      f"{p['model_unlimited_cores'] / (w * one['env_steps_per_s']):.2f} of "
                      "linear with unlimited cores")
-        out.append({"goal": f"env steps/s >= 0.75 of linear, 1 -> {w} runners (below the "
-                    f"knee, {w * args.envs_per_runner} <= {args.max_batch} in flight)",
+        out.append({"goal": f"env steps/s >= 0.75 of linear, 1 -> {w} runners of {e1} env(s) "
+                    f"(below the knee: {w * e1} in flight < {bend:.0f})",
                     "value": round(eff, 3), "met": eff >= 0.75, "note": note})
     else:
         out.append({"goal": "env steps/s >= 0.75 of linear, 1 -> 8 runners", "met": None,
                     "note": "not measured: needs 1 and a larger runner count below the knee"})
     ceiling = summary["engine"]["ceiling_env_steps_per_s"]
-    sat = _point(summary, max(p["runners"] for p in summary["points"]), 1)
-    if sat and sat["runners"] * args.envs_per_runner >= args.max_batch:
+    cap = summary["engine"]["inflight_cap"]
+    sat = _point(summary, *args.saturation, 1)
+    if sat and sat["runners"] * sat["envs"] >= cap:
         ratio = sat["env_steps_per_s"] / ceiling
         out.append({"goal": "at saturation rollout >= 0.8 of the engine's ceiling "
-                    f"({sat['runners']} runners, 1 replica, ceiling {ceiling:.1f} env steps/s)",
+                    f"({sat['runners']} runners x {sat['envs']} envs = "
+                    f"{sat['runners'] * sat['envs']} in flight for {cap} slots, 1 replica, "
+                    f"ceiling {ceiling:.1f} env steps/s)",
                     "value": round(ratio, 3), "met": ratio >= 0.8,
                     "note": f"model bound here: {sat['model_bound_here']}"})
     else:
         out.append({"goal": "at saturation rollout >= 0.8 of the engine's ceiling", "met": None,
-                    "note": f"not measured: no point with >= {args.max_batch} requests in "
+                    "note": f"not measured: no point with >= {cap} requests in "
                     "flight on one replica"})
     p50 = summary["proxy"]["added_ms_p50"]
     out.append({"goal": "the proxy adds <= 5 ms p50 per request", "value": round(p50, 2),
@@ -128,22 +141,23 @@ def print_table(summary: dict, args, cores: int) -> None:
     """The scaling table, the per-step split and the goals."""
     print(f"\nSIMULATED engines (latency model of a vLLM A100), time scale {args.time_scale}: "
           "every engine latency is that fraction of the modelled GPU's; env steps/s are of "
-          f"this scaled run. {args.envs_per_runner} envs per runner, engine batch "
-          f"{args.max_batch}, {cores} cores.")
-    print(f"{'runners':>7} {'repl':>4} {'inflight':>8} {'steps/s':>8} {'lin.eff':>7} "
+          f"this scaled run. Engine slots {args.max_num_seqs}; a replica runs up to "
+          f"{args.concurrent_batches} engine calls of up to {args.max_batch} requests at once, "
+          f"batch wait {args.batch_wait} s; {cores} cores.")
+    print(f"{'runners':>7} {'envs':>4} {'repl':>4} {'inflight':>8} {'steps/s':>8} {'lin.eff':>7} "
           f"{'iter s':>7} " + " ".join(f"{LABELS[k][:9]:>9}" for k in PARTS)
           + f" {'model':>7} {'bound':>7} {'model∞':>7}")
-    one = _point(summary, 1, 1)
+    one = _point(summary, 1, args.envs_per_runner, 1)
     for p in summary["points"]:
-        eff = (p["env_steps_per_s"] / (p["runners"] * one["env_steps_per_s"])
+        eff = (p["env_steps_per_s"] / (p["runners"] * p["envs"] * one["env_steps_per_s"])
                if one and p["replicas"] == 1 else float("nan"))
-        inflight = p["runners"] * args.envs_per_runner / p["replicas"]
-        print(f"{p['runners']:>7} {p['replicas']:>4} {inflight:>8.0f} "
+        inflight = p["runners"] * p["envs"] / p["replicas"]
+        print(f"{p['runners']:>7} {p['envs']:>4} {p['replicas']:>4} {inflight:>8.0f} "
               f"{p['env_steps_per_s']:>8.2f} {eff:>7.2f} {p['iteration_s']:>7.1f} "
               + " ".join(f"{1e3 * p['per_env_step'][k]:>7.1f}ms" for k in PARTS)
               + f" {p['model_here']:>7.1f} {p['model_bound_here']:>7} "
               f"{p['model_unlimited_cores']:>7.1f}")
-    print(f"engine ceiling (alone, full batches of {args.max_batch}): "
+    print("engine ceiling (alone, kept full): "
           f"{summary['engine']['ceiling_env_steps_per_s']:.1f} env steps/s per replica; "
           f"proxy +{summary['proxy']['added_ms_p50']:.2f} ms p50 / "
           f"+{summary['proxy']['added_ms_p99']:.2f} ms p99, "
@@ -171,9 +185,13 @@ def plot(summary: dict, path: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     ceiling = summary["engine"]["ceiling_env_steps_per_s"]
     pts = summary["points"]
-    for ax, key, fixed in ((axes[0], "runners", ("replicas", 1)),
-                           (axes[1], "replicas", ("runners", max(p["runners"] for p in pts)))):
-        sel = sorted((p for p in pts if p[fixed[0]] == fixed[1]), key=lambda p: p[key])
+    e1, (ws, es) = summary["sweep"]["envs_per_runner"], summary["sweep"]["saturation"]
+    panels = ((axes[0], "runners", f"{e1} env(s) each, 1 replica",
+               lambda p: p["envs"] == e1 and p["replicas"] == 1),
+              (axes[1], "replicas", f"{ws} runners x {es} envs",
+               lambda p: (p["runners"], p["envs"]) == (ws, es)))
+    for ax, key, label, keep in panels:
+        sel = sorted((p for p in pts if keep(p)), key=lambda p: p[key])
         x = [p[key] for p in sel]
         ax.plot(x, [p["env_steps_per_s"] for p in sel], "o-", label="measured")
         ax.plot(x, [p["model_here"] for p in sel], "s--", label="model, this machine")
@@ -182,11 +200,11 @@ def plot(summary: dict, path: str) -> None:
             ax.plot(x, [sel[0]["env_steps_per_s"] * v / x[0] for v in x], "k:", label="linear")
             ax.axhline(ceiling, color="grey", lw=0.8, label="engine ceiling (1 replica)")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel(f"{key} ({fixed[0]} = {fixed[1]})")
+        ax.set_xlabel(f"{key} ({label})")
         ax.set_ylabel("env steps/s")
         ax.legend(fontsize=7)
     bottom = [0.0] * len(pts)
-    names = [f"{p['runners']}r/{p['replicas']}R" for p in pts]
+    names = [f"{p['runners']}x{p['envs']}/{p['replicas']}R" for p in pts]
     for k in PARTS:
         vals = [1e3 * p["per_env_step"][k] for p in pts]
         axes[2].bar(names, vals, bottom=bottom, label=LABELS[k])

@@ -1,22 +1,29 @@
 """Cluster scaling of the rollout path with SIMULATED GPU engines (issue 17): where it saturates.
 
-    .venv/bin/python benchmarks/cluster_scaling.py [--quick] [--runners 1,2,4,8,16]
-        [--replicas 1,2,4] [--envs-per-runner 4] [--max-batch 32] [--time-scale 0.5]
+    .venv/bin/python benchmarks/cluster_scaling.py [--quick] [--runners 1,2,4,8]
+        [--envs-per-runner 1] [--saturation 16x8] [--replicas 1,2,4] [--max-batch 32]
+        [--concurrent-batches 32] [--batch-wait 0] [--max-num-seqs 32] [--time-scale 2]
         [--iterations 3] [--proxy-requests 300] [--proxy-only]
         [--out benchmarks/results/cluster_scaling.json]
 
 A `ray.cluster_utils.Cluster` of virtual nodes on this machine (a head with the driver, PPO's
 learner and the cache-and-ledger store; one `llm_node` per LLMServer replica; `rollout_node`s for
 the env runners). Expert and reviewer are `engine: simulated` (one engine per replica = one GPU
-serving both roles; it sleeps the modelled vLLM latency times `--time-scale`, burning no CPU).
+serving both roles, continuous batching with `--max-num-seqs` slots; it sleeps the modelled vLLM
+latency times `--time-scale`, burning no CPU). Each replica runs up to `--concurrent-batches`
+engine calls at once with no batch wait, as in front of a vLLM server, which batches itself.
 
 1. proxy: a second app with time_scale 0 and no batch wait; requests one at a time give the
    latency the Serve deployment adds (request minus the engine's own CPU time, measured alone),
    a burst of requests gives one replica's requests/s ceiling.
-2. engine ceiling: the engine alone on full batches (`--max-batch`) of the env's measured
-   request shapes: the most env steps/s one replica can give.
+2. engine ceiling: the engine alone, kept full: as many caller threads as one replica lets
+   into it (`--max-num-seqs`, or `--max-batch` x `--concurrent-batches` if fewer), each looping
+   one rewrite then one verdict of the env's measured request shapes: the most env steps/s one
+   replica can give.
 3. sweep: RLlib PPO (teamsrl's own env creator and PPO config, `teamsrl.policy.train`) with 1, 2,
-   4, ... env runners on one replica, then 1, 2, 4 replicas at the most runners. Per point:
+   4, 8 env runners of `--envs-per-runner` sub-envs on one replica (below the engine's knee),
+   then `--saturation` (runners x envs, more requests in flight than the engine has slots) on
+   1, 2, 4 replicas. Per point:
    env steps/s over the measured iterations (the first is a warm-up), PPO iteration time, and per
    env step the LLM wait, MiniLM encoding, the env's own Python, RLlib in the runner (its loop
    time outside env.step) and transfer (driver time not spent in runners or the learner:
@@ -122,23 +129,27 @@ class Sink:
 
 
 def overrides(args, run_dir: str, replicas: int, runners: int, time_scale: float,
-              app: str = APP, wait: float | None = None, seed: int = 543) -> list[str]:
+              app: str = APP, envs: int | None = None, seed: int = 543) -> list[str]:
     """The experiment: default env and PPO, both roles simulated, the paper's env settings."""
     from teamsrl.llm.config import simulated_overrides
 
-    batch = runners * args.envs_per_runner * args.horizon
+    envs = envs or args.envs_per_runner
+    batch = runners * envs * args.horizon
     return [f"run_dir={run_dir}", f"seed={seed}", "env.quality.method=embedding",
             f"env.horizon={args.horizon}",
             *simulated_overrides(time_scale),
+            *[f"llm.{r}.simulated.max_num_seqs={args.max_num_seqs}"
+              for r in ("expert", "reviewer")],
             "llm.expert.max_tokens=512", f"serving.app_name={app}",
             f"serving.route_prefix=/{app}", f"serving.http_port={args.http_port}",
             f"serving.num_replicas={replicas}",
             "serving.num_cpus=0", "serving.resources={llm_node: 1}",
             f"serving.max_batch_size={args.max_batch}",
-            f"serving.max_ongoing_requests={4 * args.max_batch}",
-            *([f"serving.batch_wait_timeout_s={wait}"] if wait is not None else []),
+            f"serving.max_concurrent_batches={args.concurrent_batches}",
+            f"serving.max_ongoing_requests={args.max_batch * (args.concurrent_batches + 1)}",
+            f"serving.batch_wait_timeout_s={args.batch_wait}",
             f"policy.num_env_runners={runners}",
-            f"policy.num_envs_per_env_runner={args.envs_per_runner}",
+            f"policy.num_envs_per_env_runner={envs}",
             "policy.custom_resources_per_env_runner={rollout_node: 0.01}",
             f"policy.train_batch_size={batch}", f"policy.minibatch_size={min(batch, 128)}",
             "policy.sample_timeout_s=600"]
@@ -155,7 +166,7 @@ def measure_proxy(args, run_dir: str) -> dict:
     from teamsrl.serving.store import stop_store
 
     config = load_config(None, overrides(args, os.path.join(run_dir, "proxy"), 1, 1, 0.0,
-                                         app=PROXY_APP, wait=0.0))
+                                         app=PROXY_APP))
     handle = deploy(config.llm, config.serving, config.run_dir, stage="proxy")
     text = "Rewrite the following instruction so that it asks for a table of results . " * 20
 
@@ -198,26 +209,57 @@ def measure_proxy(args, run_dir: str) -> dict:
             "latency_s": latency}
 
 
-def engine_ceiling(config, shapes: Shapes, batch: int, repeats: int = 3) -> float:
-    """Env steps/s of one engine alone on full batches of the env's request shapes (measured)."""
+def _runners_x_envs(text: str) -> tuple[int, int]:
+    """'16x4' -> (16, 4) (argparse type)."""
+    try:
+        runners, envs = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected RUNNERSxENVS, e.g. 16x4") from None
+    return runners, envs
+
+
+def inflight_cap(args) -> int:
+    """Requests one replica lets into its engine at once: its slots, or its concurrent
+    batches if they hold fewer."""
+    return min(args.max_num_seqs, args.max_batch * args.concurrent_batches)
+
+
+def engine_ceiling(config, shapes: Shapes, callers: int, seconds: float = 30.0,
+                   warmup: float = 5.0) -> float:
+    """Env steps/s of one engine alone, kept full (measured): `callers` threads, each looping
+    one rewrite then one verdict of the env's request shapes; steps finished in the window
+    after `warmup`."""
+    import threading
+
     from teamsrl.llm.schema import ChatRequest, ScoreRequest
     from teamsrl.llm.simulated_engine import SimulatedEngine
 
     engine = SimulatedEngine("ceiling", config.llm.expert.simulated)
     words = " ".join(["word"] * max(1, round(shapes.chat_prompt) - 6))
-    chats = [ChatRequest(messages=({"role": "user", "content": words},), max_tokens=512,
-                         seed=i) for i in range(batch * repeats)]
     context = " ".join(["word"] * max(1, round(shapes.score_prompt) - 2))
-    scores = [ScoreRequest(prompt=f"{i} {context}", candidates=("Equal", "Not Equal"))
-              for i in range(batch)]
-    start = time.perf_counter()
-    for k in range(repeats):
-        engine.generate(chats[k * batch:(k + 1) * batch])
-        engine.score(scores)
-    return batch * repeats / (time.perf_counter() - start)
+    start = time.monotonic()
+    done: list[float] = []
+
+    def caller(k: int) -> None:
+        i = 0
+        while time.monotonic() - start < seconds:
+            engine.generate([ChatRequest(messages=({"role": "user", "content": words},),
+                                         max_tokens=512, seed=k * 10**6 + i)])
+            engine.score([ScoreRequest(prompt=f"{k} {i} {context}",
+                                       candidates=("Equal", "Not Equal"))])
+            done.append(time.monotonic() - start)
+            i += 1
+
+    threads = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(warmup <= t <= seconds for t in done) / (seconds - warmup)
 
 
-def run_point(args, run_dir: str, runners: int, replicas: int, sink, seed: int) -> dict:
+def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, seed: int
+              ) -> dict:
     """Deploy `replicas`, train PPO with `runners` env runners; per-iteration timings. Every
     point has its own run seed: the shared cache must not answer a point from an earlier one."""
     import ray
@@ -228,7 +270,7 @@ def run_point(args, run_dir: str, runners: int, replicas: int, sink, seed: int) 
     from teamsrl.serving.deployment import deploy
 
     config = load_config(None, overrides(args, run_dir, replicas, runners, args.time_scale,
-                                         seed=seed))
+                                         envs=envs, seed=seed))
     handle = deploy(config.llm, config.serving, run_dir, stage="bench")
     hits_before = _hits(handle, STAGE)
     register_env(ENV_ID, timed_env)
@@ -260,7 +302,7 @@ def run_point(args, run_dir: str, runners: int, replicas: int, sink, seed: int) 
                                "env_steps": steps, **step_split(records, wall, learn[-1])})
     finally:
         algo.stop()
-    return {"runners": runners, "replicas": replicas, "build_s": build_s,
+    return {"runners": runners, "envs": envs, "replicas": replicas, "build_s": build_s,
             "cache_hits": _hits(handle, STAGE) - hits_before,
             "iterations": iterations, **point_summary(iterations)}
 
@@ -276,19 +318,35 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--quick", action="store_true", help="smoke run: runners 1,2, "
-                        "replicas 1,2, 2 iterations, 40 proxy requests, time scale 0.2")
-    parser.add_argument("--runners", type=split_ints, default=[1, 2, 4, 8, 16],
-                        help="env runner counts of the sweep (one replica), comma-separated")
+                        "saturation 4x4, replicas 1,2, 2 iterations, 40 proxy requests, "
+                        "8 engine slots, time scale 0.5")
+    parser.add_argument("--runners", type=split_ints, default=[1, 2, 4, 8],
+                        help="env runner counts of the sweep below the knee (one replica)")
+    parser.add_argument("--envs-per-runner", type=int, default=1,
+                        help="sub-envs per env runner in the runner sweep (their requests go "
+                        "out together and the vector step waits for all)")
+    parser.add_argument("--saturation", type=_runners_x_envs, default=(16, 8),
+                        help="RUNNERSxENVS of the saturation points, run on each --replicas "
+                        "count (default 16x8: 128 requests in flight, 4x the engine's slots, "
+                        "since a vector step waits for its slowest sub-env)")
     parser.add_argument("--replicas", type=split_ints, default=[1, 2, 4],
-                        help="LLMServer replica counts, at the most runners (one llm node each)")
-    parser.add_argument("--envs-per-runner", type=int, default=4,
-                        help="sub-envs per env runner (their requests are one batch per role)")
-    parser.add_argument("--max-batch", type=int, default=32, help="serving.max_batch_size: the "
-                        "engine's batch per call; the knee is runners x envs = this")
+                        help="LLMServer replica counts at saturation (one llm node each)")
+    parser.add_argument("--max-batch", type=int, default=32,
+                        help="serving.max_batch_size: requests per engine call")
+    parser.add_argument("--concurrent-batches", type=int, default=32,
+                        help="serving.max_concurrent_batches: engine calls a replica runs at "
+                        "once (the simulated GPU batches them itself, like vLLM)")
+    parser.add_argument("--batch-wait", type=float, default=0.0,
+                        help="serving.batch_wait_timeout_s (0: a request never waits to be "
+                        "grouped; the engine batches)")
+    parser.add_argument("--max-num-seqs", type=int, default=32, help="the simulated engine's "
+                        "slots (sequences decoding at once); its knee, decode_step_s / "
+                        "decode_s_per_token, is ~32 requests at the default constants")
     parser.add_argument("--horizon", type=int, default=6, help="env steps per episode; the "
                         "train batch is runners x envs x horizon (one sample round)")
-    parser.add_argument("--time-scale", type=float, default=0.5, help="multiplies the "
-                        "simulated engine's latency (1 = the modelled A100's real speed)")
+    parser.add_argument("--time-scale", type=float, default=2.0, help="multiplies the "
+                        "simulated engine's latency (1 = the modelled A100's real speed; 2 "
+                        "keeps the engine's ceiling below what 2 cores can feed)")
     parser.add_argument("--iterations", type=int, default=3,
                         help="PPO iterations per point; the first is a warm-up, not counted")
     parser.add_argument("--proxy-requests", type=int, default=300, help="sequential requests "
@@ -304,8 +362,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.runners, args.replicas, args.iterations = [1, 2], [1, 2], 2
-        args.proxy_requests, args.time_scale = 40, 0.2
-    if min(args.runners + args.replicas) < 1 or args.iterations < 2 or args.time_scale <= 0:
+        args.proxy_requests, args.time_scale, args.saturation = 40, 0.5, (4, 4)
+        args.max_num_seqs = 8
+    if min(args.runners + args.replicas + list(args.saturation)) < 1 or args.iterations < 2 \
+            or args.time_scale <= 0:
         parser.error(f"--runners {args.runners}, --replicas {args.replicas}, --iterations "
                      f"{args.iterations}, --time-scale {args.time_scale}: expected counts >= 1,"
                      " iterations >= 2 (one warm-up), time scale > 0")
@@ -347,13 +407,14 @@ def main() -> None:
                                              if k != "latency_s"}},
                           raw={"proxy_latency_s": proxy["latency_s"]})
             return
-        sweep = [(w, 1) for w in args.runners] + [(max(args.runners), r)
-                                                  for r in args.replicas if r != 1]
-        for runners, replicas in sweep:
-            p = run_point(args, run_dir, runners, replicas, sink,
+        sweep = [(w, args.envs_per_runner, 1) for w in args.runners] + [
+            (*args.saturation, r) for r in args.replicas]
+        for runners, envs, replicas in sweep:
+            p = run_point(args, run_dir, runners, envs, replicas, sink,
                           seed=SEED_STRIDE * (1 + len(points)))
             points.append(p)
-            print(f"{runners:>3} runners {replicas} replica(s): {p['env_steps_per_s']:.1f} env "
+            print(f"{runners:>3} runners x {envs} envs, {replicas} replica(s): "
+                  f"{p['env_steps_per_s']:.1f} env "
                   f"steps/s, iteration {p['iteration_s']:.1f} s (build {p['build_s']:.0f} s), "
                   f"{p['cache_hits']} cache hits", flush=True)
     finally:
@@ -367,12 +428,15 @@ def main() -> None:
     machine = machine_facts()
     base = points[0]
     shapes = Shapes(**base["shapes"])
-    ceiling = engine_ceiling(config, shapes, args.max_batch)
+    ceiling = engine_ceiling(config, shapes, inflight_cap(args))
     summary = {"time_scale": args.time_scale, "shapes": base["shapes"],
+               "sweep": {"envs_per_runner": args.envs_per_runner,
+                         "saturation": list(args.saturation)},
                "proxy": {k: v for k, v in proxy.items() if k != "latency_s"},
                "engine": {"constants": config.llm.expert.simulated.model_dump(
                               exclude={"time_scale"}),
-                          "ceiling_env_steps_per_s": ceiling, "batch": args.max_batch},
+                          "ceiling_env_steps_per_s": ceiling, "batch": args.max_batch,
+                          "inflight_cap": inflight_cap(args)},
                "costs_per_env_step": base["per_env_step"],
                "points": [{k: v for k, v in p.items() if k != "iterations"} for p in points]}
     costs = Costs.of(summary)
@@ -380,9 +444,9 @@ def main() -> None:
     engine = SimulatedEngine("model", config.llm.expert.simulated)
     cores = machine["nproc"]
     for p in summary["points"]:
-        kw = dict(runners=p["runners"], envs=args.envs_per_runner, expert_gpus=p["replicas"],
+        kw = dict(runners=p["runners"], envs=p["envs"], expert_gpus=p["replicas"],
                   reviewer_gpus=p["replicas"], replicas=p["replicas"], max_tokens=512,
-                  shared=True, batch_cap=args.max_batch,
+                  shared=True, batch_cap=inflight_cap(args),
                   batch_wait_s=config.serving.batch_wait_timeout_s)
         here = project(costs, shapes, engine, cores=cores, **kw)
         p["model_here"], p["model_bound_here"] = here.rate, here.bound

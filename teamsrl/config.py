@@ -22,7 +22,7 @@ from teamsrl.generation.config import GenerateConfig
 from teamsrl.llm.config import LLMConfig
 from teamsrl.policy.config import PolicyConfig
 from teamsrl.seed_split import SplitConfig
-from teamsrl.serving.config import ServeConfig
+from teamsrl.serving.config import SELF_BATCHING_ENGINES, ServeConfig
 
 
 class ConfigError(ValueError):
@@ -72,6 +72,21 @@ class ExperimentConfig(BaseModel):
             if name not in names:
                 raise ValueError(f"key 'generate.forced_actions.{step}' = {name!r}: expected "
                                  f"one of the action set's operations {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _concurrent_batches_need_a_batching_engine(self) -> ExperimentConfig:
+        n = self.serving.max_concurrent_batches
+        in_process = [f"llm.{role}.engine = {getattr(self.llm, role).engine!r}"
+                      for role in ("expert", "reviewer")
+                      if getattr(self.llm, role).engine not in SELF_BATCHING_ENGINES]
+        if n > 1 and in_process:
+            raise ValueError(
+                f"key 'serving.max_concurrent_batches' = {n}: expected 1 with "
+                f"{' and '.join(in_process)} (an engine in the replica's own process runs "
+                f"one batch at a time: concurrent batches would only contend); more than 1 "
+                f"needs engines that batch requests themselves: "
+                f"{', '.join(SELF_BATCHING_ENGINES)}")
         return self
 
 

@@ -16,7 +16,11 @@ class _Strict(BaseModel):
 class SimulatedEngineConfig(_Strict):
     """Constants of `engine: simulated`, a latency model of one GPU running vLLM (no model).
 
-    A wave of up to `max_num_seqs` requests costs
+    Continuous batching: each step admits waiting sequences while fewer than `max_num_seqs` run,
+    and costs max(decode_step_s + decode_s_per_token * (sequences decoding), prefill_s_per_token
+    * (prompt tokens admitted)) + wave_overhead_s (when it admits any): the admitted prompts are
+    prefilled in the decode step (chunked prefill), compute beside weight reads. A batch alone on
+    the GPU (a "wave") so costs
         wave_overhead_s + prefill_s_per_token * (prompt tokens of the wave)
         + decode_step_s * (longest completion of the wave) + decode_s_per_token * (tokens generated)
     which is a + b * (batch tokens) plus one fixed cost per decode step. Defaults are fitted to
@@ -26,8 +30,8 @@ class SimulatedEngineConfig(_Strict):
     """
 
     wave_overhead_s: float = Field(
-        0.005, ge=0.0, description="fixed seconds per wave (scheduling, sampling, HTTP); an "
-        "assumption, not in the published figures")
+        0.005, ge=0.0, description="fixed seconds of a step that admits new sequences "
+        "(scheduling, sampling, HTTP); an assumption, not in the published figures")
     prefill_s_per_token: float = Field(
         1.3e-4, ge=0.0, description="seconds per prompt token: 2 x 8.0e9 FLOP a token at ~40% "
         "of the A100's 312 TFLOP/s bf16 peak (the datasheet peak is the one input not in "
@@ -41,8 +45,8 @@ class SimulatedEngineConfig(_Strict):
         "ceiling 1/b ~2,500 tok/s, the order of the ~3,363 tok/s peak published for a 7B on "
         "one A100 80GB (reference-facts.md)")
     max_num_seqs: int = Field(
-        128, ge=1, description="requests per wave (vLLM's max_num_seqs); a larger batch runs "
-        "in successive waves. 128: the ~18 GB of KV cache an A100 40GB keeps beside 16 GB of "
+        128, ge=1, description="sequences running at once (vLLM's max_num_seqs); more wait "
+        "for a free slot. 128: the ~18 GB of KV cache an A100 40GB keeps beside 16 GB of "
         "bf16 weights hold ~140 sequences of 1,152 tokens at 128 KiB a token")
     median_completion_tokens: int = Field(
         64, ge=1, description="median natural length of a completion (log-normal, sigma "

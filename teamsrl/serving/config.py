@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Engines that queue and batch requests themselves (a vLLM server, or its latency model): a
+# replica may hand them several batches at once. The others run in the replica's own process,
+# one batch at a time, where concurrent batches would only contend.
+SELF_BATCHING_ENGINES = ("openai", "vllm", "simulated")
+
 
 class ServeConfig(BaseModel):
     """Replicas, resources, batching and the HTTP listener of the LLM app."""
@@ -20,8 +25,15 @@ class ServeConfig(BaseModel):
                                         "replicas to the nodes that have them")
     max_batch_size: int = Field(8, ge=1, description="requests per engine batch (@serve.batch)")
     batch_wait_timeout_s: float = Field(0.05, ge=0, description="how long a batch waits to fill")
+    max_concurrent_batches: int = Field(
+        1, ge=1, le=64, description="engine batches a replica runs at once, per kind (chat, "
+        "score). 1 suits in-process engines (transformers, llamacpp), which run one batch at "
+        "a time; raise it for engines that batch requests themselves (openai, vllm: a vLLM "
+        "server's continuous batching; simulated), so requests that arrive while a batch runs "
+        "join the server's running batch instead of waiting for the whole batch to finish")
     max_ongoing_requests: int = Field(32, ge=1, description="requests a replica accepts at once; "
-                                      ">= 2x max_batch_size so batches can fill")
+                                      ">= max_batch_size x (max_concurrent_batches + 1), so the "
+                                      "running batches are full and one more can fill")
     request_timeout_s: float = Field(300.0, gt=0, description="a caller gives up on one LLM "
                                      "request after this long")
     timeout_retries: int = Field(1, ge=0, le=10, description="times a request that timed out "
@@ -38,8 +50,13 @@ class ServeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _room_for_batches(self) -> ServeConfig:
-        if self.max_ongoing_requests < 2 * self.max_batch_size:
+        # Requests of a running batch stay ongoing until it answers: room for every running
+        # batch full, plus one filling.
+        needed = self.max_batch_size * (self.max_concurrent_batches + 1)
+        if self.max_ongoing_requests < needed:
             raise ValueError(
-                f"max_ongoing_requests = {self.max_ongoing_requests}: expected >= 2 x "
-                f"max_batch_size = {2 * self.max_batch_size}, or batches can never fill")
+                f"max_ongoing_requests = {self.max_ongoing_requests}: expected >= "
+                f"max_batch_size x (max_concurrent_batches + 1) = {self.max_batch_size} x "
+                f"({self.max_concurrent_batches} + 1) = {needed}, so that the running batches "
+                f"are full and one more can fill")
         return self

@@ -1,7 +1,9 @@
 """The LLM deployment: Ray Serve replicas serving the expert and reviewer roles.
 
 Requests from every caller (all env runners on all nodes, generation tasks, HTTP clients) reach
-a replica one by one and are grouped by `@serve.batch` into engine batches. Each replica runs an
+a replica one by one and are grouped by `@serve.batch` into engine batches, of which a replica
+runs `max_concurrent_batches` per kind at once (more than 1 only for engines that batch requests
+themselves, a vLLM server or its simulation: `ServeConfig`). Each replica runs an
 `LLMClient` over its engines whose content-addressed cache and query ledger are the run's store
 actor (`teamsrl.serving.store`, the files' only writer): one cache lookup per batch, one commit
 of the batch's ledger row and responses before the replica answers. So with any number of
@@ -61,13 +63,15 @@ def _sse(completion: dict, include_usage: bool) -> StreamingResponse:
 
 
 class _CountingEngine:
-    """A role's engine as the replica's `stats` sees it: requests run, calls running now."""
+    """A role's engine as the replica's `stats` sees it: requests run, calls running now and
+    the most that ever ran at once (calls entered, whatever the engine does inside)."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
         self.model_id = engine.model_id
         self.requests: Counter[str] = Counter()  # kind (chat, score) -> requests run
         self.running = 0
+        self.running_peak = 0
         self._lock = threading.Lock()
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
@@ -85,6 +89,7 @@ class _CountingEngine:
     def _counted(self, kind: str, run, requests: list) -> list:
         with self._lock:
             self.running += 1
+            self.running_peak = max(self.running_peak, self.running)
         try:
             out = run(requests)
             with self._lock:
@@ -101,7 +106,7 @@ class LLMServer:
     """Serves `chat` and `score` per role through one cached, ledgered `LLMClient`."""
 
     def __init__(self, llm_config: dict, store: str, stage: str, max_batch_size: int,
-                 batch_wait_timeout_s: float) -> None:
+                 batch_wait_timeout_s: float, max_concurrent_batches: int) -> None:
         import ray
 
         from teamsrl.llm.client import LLMClient, build_engines
@@ -114,9 +119,14 @@ class LLMServer:
         self.client = LLMClient(engines, cache=shared if config.cache.enabled else None,
                                 ledger=shared, specs={"expert": config.expert,
                                                       "reviewer": config.reviewer})
-        for handler in (self._chat_batch, self._score_batch):
-            handler.set_max_batch_size(max_batch_size)
-            handler.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        # Batch handlers made per replica: @serve.batch fixes max_concurrent_batches when it
+        # decorates (only the size and the wait have setters). Each builds its batch queue on
+        # its first request, in the replica's event loop.
+        batched = serve.batch(max_batch_size=max_batch_size,
+                              batch_wait_timeout_s=batch_wait_timeout_s,
+                              max_concurrent_batches=max_concurrent_batches)
+        self._chat_batched = batched(self._chat_batch)
+        self._score_batched = batched(self._score_batch)
         self.batch_sizes: Counter[int] = Counter()
 
     # -------------------------------------------------------------- handle API
@@ -125,13 +135,13 @@ class LLMServer:
         """One chat completion; batched with whatever else is waiting. `node` is the caller's
         Ray node id, for the per-node ledger."""
         self.client.engine(role)  # unknown role: fail this caller only
-        return await self._chat_batch((role, request, stage, node))
+        return await self._chat_batched((role, request, stage, node))
 
     async def score(self, role: str, request: ScoreRequest, stage: str | None = None,
                     node: str = "") -> ScoreResponse:
         """One scoring request; batched with whatever else is waiting."""
         self.client.engine(role)
-        return await self._score_batch((role, request, stage, node))
+        return await self._score_batched((role, request, stage, node))
 
     async def ledger_totals(self, stage: str | None = None) -> dict[str, dict]:
         """Per-role ledger totals (all callers of all replicas), optionally of one stage."""
@@ -151,29 +161,35 @@ class LLMServer:
     def stats(self) -> dict[str, Any]:
         """This replica's counters: how full its batches were ({batch size: count}), the
         requests its engines ran per role and kind (cache misses; counted in the engine calls,
-        not from the ledger), engine calls running now, its process id and Ray node."""
+        not from the ledger), engine calls running now, the most calls each role's engine ran
+        at once (above 1 only when batches overlap: chat beside score, or
+        `max_concurrent_batches` > 1), its process id and Ray node."""
         import ray
 
         return {"batch_sizes": dict(self.batch_sizes), "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id(),
                 "engine_requests": {r: dict(e.requests) for r, e in self.client.engines.items()},
-                "engine_running": sum(e.running for e in self.client.engines.values())}
+                "engine_running": sum(e.running for e in self.client.engines.values()),
+                "engine_running_peak": {r: e.running_peak
+                                        for r, e in self.client.engines.items()}}
 
     def roles(self) -> dict[str, str]:
         """Role -> model id."""
         return {r: self.client.engine(r).model_id for r in self.client.roles}
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _chat_batch(self, items: list[tuple]) -> list[ChatResponse]:
-        return await asyncio.to_thread(self._run, items, self.client.chat)
+        return await self._engine_batch(items, self.client.chat)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _score_batch(self, items: list[tuple]) -> list[ScoreResponse]:
-        return await asyncio.to_thread(self._run, items, self.client.score)
+        return await self._engine_batch(items, self.client.score)
+
+    async def _engine_batch(self, items: list[tuple], call) -> list:
+        # Counted here, in the event loop: batches running at once in threads never race on it.
+        self.batch_sizes[len(items)] += 1
+        return await asyncio.to_thread(self._run, items, call)
 
     def _run(self, items: list[tuple], call) -> list:
         """Group a batch by (role, stage, node); each group is one client call."""
-        self.batch_sizes[len(items)] += 1
         out: list = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
         for i, (role, _, stage, node) in enumerate(items):
@@ -244,5 +260,6 @@ def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"
                            "num_gpus": serve_config.num_gpus,
                            "resources": dict(serve_config.resources)},
     ).bind(llm_config.model_dump(mode="json"), store_name(serve_config.app_name), stage,
-           serve_config.max_batch_size, serve_config.batch_wait_timeout_s)
+           serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
+           serve_config.max_concurrent_batches)
     return serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix)

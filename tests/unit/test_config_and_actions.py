@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from teamsrl.actions import (
     DEFAULT_OPERATIONS,
@@ -12,8 +13,10 @@ from teamsrl.actions import (
     truncate_to_tokens,
 )
 from teamsrl.config import ConfigError, dump_config, load_config
+from teamsrl.llm.config import simulated_overrides
 from teamsrl.llm.embedded import EmbeddedModelMissing, _package_files, resolve_model_path
 from teamsrl.seeds import SeedError, load_seeds
+from teamsrl.serving.config import ServeConfig
 
 
 def test_defaults_are_valid_and_dump_round_trips(tmp_path):
@@ -56,6 +59,23 @@ def test_overrides_parse_yaml_values(tmp_path):
         (["novalue"], r"expected KEY=VALUE"),
         (["llm.expert.engine=vllm"], r"engine = 'vllm': expected base_url"),
         (["llm.expert=3", "llm.expert.model=x"], r"llm.expert is 3, not a section"),
+        (["serving.max_concurrent_batches=65"],
+         r"key 'serving.max_concurrent_batches' = 65: expected less than or equal to 64"),
+        (["serving.max_concurrent_batches=4"],
+         r"max_ongoing_requests = 32: expected >= max_batch_size x \(max_concurrent_batches "
+         r"\+ 1\) = 8 x \(4 \+ 1\) = 40"),
+        # an in-process engine on either role refuses concurrent batches
+        (["serving.max_concurrent_batches=2"],
+         r"key 'serving.max_concurrent_batches' = 2: expected 1 with llm.expert.engine = "
+         r"'transformers' and llm.reviewer.engine = 'transformers' \(.*\); more than 1 needs "
+         r"engines that batch requests themselves: openai, vllm, simulated"),
+        (["serving.max_concurrent_batches=2", "llm.expert.engine=simulated"],
+         r"key 'serving.max_concurrent_batches' = 2: expected 1 with llm.reviewer.engine = "
+         r"'transformers' \("),
+        (["serving.max_concurrent_batches=2", "llm.expert.engine=llamacpp",
+          "llm.reviewer.engine=simulated"],
+         r"key 'serving.max_concurrent_batches' = 2: expected 1 with llm.expert.engine = "
+         r"'llamacpp' \("),
     ],
 )
 def test_bad_config_fails_naming_key_value_and_expectation(overrides, message):
@@ -81,6 +101,32 @@ def test_bad_config_files(tmp_path, content, message):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="'nope.yaml': not found"):
         load_config("nope.yaml")
+
+
+def test_serving_room_for_batches_is_max_batch_size_times_concurrent_batches_plus_one():
+    """Running batches stay ongoing until they answer: room for each full, and one filling."""
+    for concurrent, needed in ((1, 32), (3, 64)):
+        ServeConfig(max_batch_size=16, max_concurrent_batches=concurrent,
+                    max_ongoing_requests=needed)
+        with pytest.raises(ValidationError, match=rf"max_ongoing_requests = {needed - 1}: "
+                           rf"expected >= .* = 16 x \({concurrent} \+ 1\) = {needed}"):
+            ServeConfig(max_batch_size=16, max_concurrent_batches=concurrent,
+                        max_ongoing_requests=needed - 1)
+
+
+@pytest.mark.parametrize(
+    "engines",
+    [simulated_overrides(0.01),
+     [f"llm.{role}.{key}" for role in ("expert", "reviewer")
+      for key in ("engine=vllm", "base_url=http://127.0.0.1:9/v1")],
+     ["llm.expert.engine=openai", "llm.expert.base_url=http://127.0.0.1:9/v1",
+      "llm.reviewer.engine=simulated"]],
+    ids=["simulated", "vllm", "openai+simulated"],
+)
+def test_engines_that_batch_themselves_accept_concurrent_batches(engines):
+    config = load_config(None, [*engines, "serving.max_concurrent_batches=4",
+                                "serving.max_ongoing_requests=40"])
+    assert config.serving.max_concurrent_batches == 4
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,12 @@
-"""The SIMULATED engine: its latency model, deterministic batch-invariant texts, its use through
-`LLMClient`, and the quality entry points that refuse it. No Ray, no model, no real sleeping:
-a recording `sleep` is injected."""
+"""The SIMULATED engine: its latency model (continuous batching), deterministic batch-invariant
+texts, its use through `LLMClient`, and the quality entry points that refuse it. No Ray, no model;
+no real sleeping except in the one test of concurrent callers: a fake clock whose `sleep` moves
+it is injected."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 
@@ -12,22 +16,35 @@ from teamsrl.llm.config import LLMConfig, ModelSpec, SimulatedEngineConfig, refu
 from teamsrl.llm.engine import LLMEngine
 from teamsrl.llm.ledger import QueryLedger
 from teamsrl.llm.schema import ChatRequest, ScoreRequest
-from teamsrl.llm.simulated_engine import SimulatedEngine
+from teamsrl.llm.simulated_engine import GPUTimeline, SimulatedEngine
 
 
-class RecordingSleep:
-    """Stands in for time.sleep: records each requested duration."""
+class FakeClock:
+    """Stands in for time.monotonic and time.sleep: `sleep` records each duration and moves
+    the clock by it."""
 
     def __init__(self) -> None:
+        self.now = 1000.0
         self.calls: list[float] = []
 
-    def __call__(self, seconds: float) -> None:
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
         self.calls.append(seconds)
+        self.now += seconds
 
 
-def _engine(**constants) -> tuple[SimulatedEngine, RecordingSleep]:
-    sleep = RecordingSleep()
-    return SimulatedEngine("llama-3.1-8b", SimulatedEngineConfig(**constants), sleep=sleep), sleep
+def _engine(**constants) -> tuple[SimulatedEngine, FakeClock]:
+    clock = FakeClock()
+    engine = SimulatedEngine("llama-3.1-8b", SimulatedEngineConfig(**constants),
+                             sleep=clock.sleep, clock=clock)
+    return engine, clock
+
+
+# a = 1 s a decode step, b = 0.5 s a decoding row, no prefill or admission cost: by hand below
+HAND = dict(wave_overhead_s=0.0, prefill_s_per_token=0.0, decode_step_s=1.0,
+            decode_s_per_token=0.5)
 
 
 def _req(i: int, seed: int = 0, max_tokens: int = 128, temperature: float = 0.7) -> ChatRequest:
@@ -68,19 +85,85 @@ def test_a_batch_under_capacity_costs_one_wave_of_a_plus_b_tokens():
     assert engine.generated_tokens == sum(gen)
 
 
-def test_a_batch_above_capacity_runs_in_more_waves_and_costs_more():
-    engine, sleep = _engine(max_num_seqs=4)
-    reqs = [_req(i, seed=i) for i in range(10)]
-    engine.generate(reqs[:4])
-    one_wave = sum(sleep.calls)
-    sleep.calls.clear()
-    engine.generate(reqs)
-    assert len(sleep.calls) == 3  # 4 + 4 + 2
-    assert sum(sleep.calls) > 2 * one_wave
-    # the same 10 requests under a capacity that holds them all: one cheaper wave
-    wide, wide_sleep = _engine(max_num_seqs=16)
-    wide.generate(reqs)
-    assert len(wide_sleep.calls) == 1 and wide_sleep.calls[0] < sum(sleep.calls)
+def test_a_batch_above_capacity_waits_for_free_slots_first_come_first_served():
+    """Capacity 2, completions 2, 1, 1 arriving together: A and B run; B leaves after one step,
+    C takes its slot at the next step. Each step costs 1 + 0.5 x (rows decoding)."""
+    gpu = GPUTimeline(SimulatedEngineConfig(**HAND, max_num_seqs=2))
+    a, b, c = gpu.add(0.0, [(0, 2), (0, 1), (0, 1)])
+    gpu.advance(100.0)
+    # t=0: admit A, B (no cost); step of 2 rows: 2.0 -> B done; admit C while A decodes
+    # (1 row): 1.5 -> A done at 3.5; C decodes alone: 1.5 -> 5.0
+    assert (a.done_at, b.done_at, c.done_at) == (3.5, 2.0, 5.0)
+    assert gpu.busy_s == 5.0 and gpu.segment is None
+    # the same three with room for all: C never waits
+    wide = GPUTimeline(SimulatedEngineConfig(**HAND, max_num_seqs=8))
+    seqs = wide.add(0.0, [(0, 2), (0, 1), (0, 1)])
+    wide.advance(100.0)
+    assert [s.done_at for s in seqs] == [4.0, 2.5, 2.5]  # 2.5 a step for 3 rows, then 1.5
+
+
+def test_a_request_arriving_mid_run_joins_at_the_next_step_and_leaves_when_it_is_done():
+    """A long sequence alone: 10 steps of 1.5. A short one (2 tokens) arrives at 3.5: it is
+    admitted at the step boundary 4.5 (an admission step, 1.5), decodes 2 steps of 2.0 beside
+    the long one (done at 10.0, not after the long one), which then finishes alone at 16.0."""
+    gpu = GPUTimeline(SimulatedEngineConfig(**HAND))
+    (long,) = gpu.add(0.0, [(0, 10)])
+    assert gpu.finish_time([long]) == 15.0
+    (short,) = gpu.add(3.5, [(0, 2)])
+    assert gpu.finish_time([short]) == 10.0 and gpu.finish_time([long]) == 16.0
+    assert long.done_at is None  # finish_time probes a copy; nothing ran
+    gpu.advance(10.0)
+    assert short.done_at == 10.0 and long.done_at is None
+    gpu.advance(16.0)
+    assert long.done_at == 16.0
+
+
+def test_an_admission_step_lasts_the_longer_of_the_decode_step_and_the_prefill():
+    """The long sequence decodes alone (1.5 a step). A 30-token prompt (3.0 of prefill) makes
+    its admission step 3.0; a 10-token prompt (1.0) rides on the 1.5 decode step."""
+    for prompt, step in ((30, 3.0), (10, 1.5)):
+        gpu = GPUTimeline(SimulatedEngineConfig(**(HAND | {"prefill_s_per_token": 0.1})))
+        (long,) = gpu.add(0.0, [(0, 10)])
+        gpu.add(1.5, [(prompt, 1)])  # on a step boundary: admitted at once
+        # steps: 1.5 alone, the admission step, 1 step of 2 rows (2.0), the 7 left alone
+        assert gpu.finish_time([long]) == 1.5 + step + 2.0 + 7 * 1.5
+
+
+def test_separate_calls_arriving_together_cost_what_one_batch_of_them_costs():
+    config = SimulatedEngineConfig()
+    shapes = [(200 + 10 * i, 30 + 7 * i) for i in range(8)]
+    together = GPUTimeline(config)
+    batch = together.add(5.0, shapes)
+    apart = GPUTimeline(config)
+    calls = [apart.add(5.0, [shape]) for shape in shapes]
+    assert [apart.finish_time(c) for c in calls] == [together.finish_time([s]) for s in batch]
+    engine = SimulatedEngine("x", config)
+    assert together.finish_time(batch) == pytest.approx(5.0 + engine.wave_seconds(
+        *zip(*shapes, strict=True)), rel=1e-12)
+
+
+def test_concurrent_callers_share_the_gpu_instead_of_queuing():
+    """Six threads each send one request at once, at a time scale where one request alone
+    takes 0.1-0.4 s: together they take about as long as the longest alone, not the sum."""
+    engine = SimulatedEngine("x", SimulatedEngineConfig(time_scale=0.25))
+    reqs = [_req(i, seed=i) for i in range(6)]
+    texts = {}
+    shapes = SimulatedEngine("x", SimulatedEngineConfig(time_scale=0)).generate(reqs)
+    alone = [engine.wave_seconds([r.prompt_tokens], [r.completion_tokens]) * 0.25
+             for r in shapes]  # (the texts depend on the model name: the same one)
+
+    def call(i: int) -> None:
+        texts[i] = engine.generate([reqs[i]])[0].text
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - start
+    assert max(alone) <= wall < 0.5 * sum(alone)
+    assert [texts[i] for i in range(6)] == [r.text for r in engine.generate(reqs)]
 
 
 def test_time_scale_zero_never_sleeps_and_score_costs_prefill_only():
