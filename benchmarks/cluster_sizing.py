@@ -294,8 +294,8 @@ def project(costs: Costs, shapes: Shapes, engine: SimulatedEngine, *, runners: i
     })
 
 
-def _engine_of(summary: dict, time_scale: float = 1.0) -> SimulatedEngine:
-    constants = dict(summary["engine"]["constants"]) | {"time_scale": time_scale}
+def _engine_of(summary: dict, time_scale: float = 1.0, **overrides) -> SimulatedEngine:
+    constants = dict(summary["engine"]["constants"]) | {"time_scale": time_scale} | overrides
     return SimulatedEngine("projection", SimulatedEngineConfig(**constants))
 
 
@@ -305,7 +305,9 @@ def sizing_markdown(results: dict, experiment, seeds: int = PAPER_SEEDS,
     the experiment config (`ExperimentConfig`): one row per (expert GPUs, reviewer GPUs)."""
     summary = results["summary"]
     costs, shapes = Costs.of(summary), Shapes(**summary["shapes"])
-    engine = _engine_of(summary)  # real GPU seconds: time_scale 1
+    # Real GPU seconds (time_scale 1) and the modelled A100's slots: the benchmark may run its
+    # engine with fewer (`--max-num-seqs`) to stay within what its cores can feed.
+    engine = _engine_of(summary, max_num_seqs=SimulatedEngineConfig().max_num_seqs)
     p, s, g = experiment.policy, experiment.serving, experiment.generate
     cap = s.max_batch_size * s.max_concurrent_batches  # per replica and kind, in its engine
     rows = []
