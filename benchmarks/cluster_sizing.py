@@ -120,12 +120,18 @@ def _at_speed(config: SimulatedEngineConfig) -> SimulatedEngineConfig:
         "decode_s_per_token": s * config.decode_s_per_token, "time_scale": 1.0})
 
 
+def replica_cap(config: SimulatedEngineConfig, batch_cap: int | None) -> int:
+    """Requests of a kind one replica lets into its engine at once: `batch_cap`, at most the
+    engine's `max_num_seqs` (None: that)."""
+    return min(batch_cap or config.max_num_seqs, config.max_num_seqs)
+
+
 def lane_caps(config: SimulatedEngineConfig, *, replicas: int, batch_cap: int | None,
               expert_gpus: int, reviewer_gpus: int, shared: bool = False) -> tuple[int, int]:
     """Requests of a kind one GPU takes at once, (chat, score): `replicas` replicas each let
-    `batch_cap` (None: `max_num_seqs`; at most that) into the role's GPUs, spread evenly."""
+    `replica_cap` into the role's GPUs, spread evenly."""
     n = config.max_num_seqs
-    cap = min(batch_cap or n, n)
+    cap = replica_cap(config, batch_cap)
     gpus = (expert_gpus, expert_gpus if shared else reviewer_gpus)
     return tuple(min(n, math.ceil(replicas * cap / g)) for g in gpus)
 
@@ -280,7 +286,7 @@ def project(costs: Costs, shapes: Shapes, engine: SimulatedEngine, *, runners: i
     c = engine.config
     caps = lane_caps(c, replicas=replicas, batch_cap=batch_cap, expert_gpus=expert_gpus,
                      reviewer_gpus=reviewer_gpus, shared=shared)
-    cap = min(batch_cap or c.max_num_seqs, c.max_num_seqs)
+    cap = replica_cap(c, batch_cap)
     wait = batch_wait_s if runners * envs / replicas < cap else 0.0
     overhead = REQUESTS_PER_STEP * (costs.proxy_latency_s + wait)  # one call per role, in turn
     where = dict(inflight_caps=caps, gpus=(expert_gpus, reviewer_gpus), shared=shared)
@@ -343,7 +349,7 @@ def sizing_markdown(results: dict, experiment, seeds: int = PAPER_SEEDS,
         f"{measured.get('nproc', '?')} cores ({measured.get('cpu_model', '?')}) and the "
         "SIMULATED engine's constants (`SimulatedEngineConfig`: vLLM serving an 8B model on "
         "one A100 40GB; a 13B reviewer would be slower) at real speed, one GPU per engine, "
-        f"continuous batching with at most {min(cap, engine.config.max_num_seqs)} requests of "
+        f"continuous batching with at most {replica_cap(engine.config, cap)} requests of "
         "a kind from each replica in the engines at once. "
         f"Train batch {p.train_batch_size} env steps, {p.iterations} iterations; "
         f"generation of {seeds} seeds x {experiment.env.horizon} steps, "

@@ -93,10 +93,10 @@ def _render(pieces: Sequence[str]) -> str:
 class _Seq:
     """One request on the modelled GPU."""
 
-    __slots__ = ("prompt", "completion", "arrival", "remaining", "done_at")
+    __slots__ = ("prompt", "completion", "remaining", "done_at")
 
-    def __init__(self, prompt: int, completion: int, arrival: float) -> None:
-        self.prompt, self.completion, self.arrival = prompt, completion, arrival
+    def __init__(self, prompt: int, completion: int) -> None:
+        self.prompt, self.completion = prompt, completion
         self.remaining = completion  # decode steps left once admitted
         self.done_at: float | None = None  # modelled time its last step ended
 
@@ -134,7 +134,7 @@ class GPUTimeline:
         """Sequences of (prompt tokens, completion tokens) arriving at `now`: admitted at the
         next step boundary (at once on an idle GPU)."""
         self.advance(now)
-        seqs = [_Seq(p, c, now) for p, c in shapes]
+        seqs = [_Seq(p, c) for p, c in shapes]
         seg = self.segment
         if seg is not None and seg.start == now:  # it starts now: the arrivals join it
             self.waiting.extendleft(reversed(seg.admitted))
@@ -205,7 +205,6 @@ class SimulatedEngine:
         self._lock = threading.Lock()  # one instance = one GPU: one timeline for all callers
         self._gpu = GPUTimeline(self.config)
         self._origin = clock()  # wall time of modelled time 0
-        self.calls = 0
         self.generated_tokens = 0
 
     @property
@@ -251,13 +250,12 @@ class SimulatedEngine:
         looks again (an arrival in between can only delay them)."""
         scale = self.config.time_scale
         with self._lock:
-            self.calls += 1
             self.generated_tokens += sum(c for _, c in shapes)
-            if scale <= 0:  # no time passes: a batch alone, counted at its modelled cost
-                self._gpu.busy_s += sum(
-                    self.wave_seconds(*zip(*shapes[i:i + self.config.max_num_seqs],
-                                           strict=True))
-                    for i in range(0, len(shapes), self.config.max_num_seqs))
+            if scale <= 0:  # no time passes: the call alone on the GPU, counted at its cost
+                alone = GPUTimeline(self.config)
+                alone.add(0.0, shapes)
+                alone.advance(math.inf)
+                self._gpu.busy_s += alone.busy_s
                 return
             seqs = self._gpu.add((self._clock() - self._origin) / scale, shapes)
         until = -math.inf
