@@ -12,14 +12,19 @@ mid-generation is seen within a few seconds. Reading the share costs ~1 ms (`/pr
 running count minus this process's running threads, the fewest of 3 reads 2 ms apart so a
 passing daemon is not counted).
 
-Threads change no result: torch's CPU kernels split rows and output columns over threads, not
-sums, so a text is the same at 1 or 2 threads (tests/integration/test_engine_and_client.py).
+Threads change no text: a generation is the same at 1 or 2 threads
+(tests/integration/test_engine_and_client.py). They do change floats in the last bits where a
+matrix is small: MiniLM's vector of a 5-11-token text differs by ~1e-7 between 1 and 2 threads
+(the matmul kernel blocks its sums by thread), so `teamsrl.embeddings` encodes at one thread
+(`torch_threads`) and an observation or a novelty is the same whatever the load.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -85,3 +90,19 @@ class ThreadGovernor:
         self._ticks += 1
         if self._ticks % self.every == 0:
             self.adjust()
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with torch at `n` threads, then restore the count. The count is the
+    process's: another thread that sets it meanwhile (a `ThreadGovernor`) wins until the end."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

@@ -43,6 +43,31 @@ def client_for(engine, cfg, tmp_path=None) -> LLMClient:
                      specs={"expert": cfg.llm.expert, "reviewer": cfg.llm.reviewer})
 
 
+def test_an_embedding_does_not_depend_on_torchs_thread_count():
+    """Observations and novelty come from MiniLM vectors, and torch's thread count changes with
+    the load (`teamsrl.cpu.ThreadGovernor`): a vector must be the same bits at 1 and 2 threads,
+    or a resumed generation's novelty differs from the uninterrupted one's in the 8th digit (seen
+    in CI). Short texts: there a second thread changed 3 of these 5 vectors by ~1e-7."""
+    import torch
+
+    from teamsrl.embeddings import Embedder
+
+    texts = ["How to handle a car without a seat.", "Suggest a gift.", "a b c d e f g h",
+             "Write a poem about the sea in five lines.",
+             "Is there anything I can eat for a breakfast that does not include eggs, yet "
+             "includes protein, and has roughly 700-1000 calories?"]
+    before = torch.get_num_threads()
+    seen = {}
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            seen[threads] = Embedder().encode(texts)  # a fresh model and memo each time
+            assert torch.get_num_threads() == threads  # the caller's count is restored
+    finally:
+        torch.set_num_threads(before)
+    assert seen[1].tobytes() == seen[2].tobytes()
+
+
 def test_check_env_passes_on_the_registered_env_with_cache_off(smollm2_engine, tmp_path):
     cfg = small_config(tmp_path, horizon=2, cache=False)
     env = gymnasium.make(envs.INSTRUCTION_MDP_ID, config=cfg.env,
