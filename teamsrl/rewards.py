@@ -64,7 +64,8 @@ class RewardConfig(BaseModel):
     """Weights of the reward components and the elimination rules' limits."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    verdict_weight: float = Field(1.0, description="weight of the reviewer's P(not equal)")
+    verdict_weight: float = Field(1.0, description="weight of the reviewer's P(not equal); "
+                                  "0: the reviewer is not asked (no query, verdict 0)")
     novelty_weight: float = Field(0.5, description="weight of the embedding novelty (0..1)")
     failure_penalty: float = Field(1.0, ge=0.0, description="subtracted when a rewrite fails "
                                    "WizardLM's elimination rules (the rewrite is then discarded)")

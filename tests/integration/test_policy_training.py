@@ -124,7 +124,8 @@ def test_ppo_learns_the_action_that_pays(ray_serve, tmp_path, embedded_client):
         *SMALL, *SIMULATED, f"run_dir={tmp_path}", "actions.include_stop=true",
         "llm.expert.max_tokens=4",
         "env.reward.verdict_weight=0", "env.reward.novelty_weight=0",
-        "env.reward.failure_penalty=0", "env.reward.expert_query_cost=1",
+        # a rewrite costs 2, stop 0 (verdict weight 0: no reviewer query is made)
+        "env.reward.failure_penalty=0", "env.reward.expert_query_cost=2",
         "env.reward.reviewer_query_cost=1", "policy.lr=0.01", "policy.entropy_coeff=0",
         "policy.train_batch_size=24", "policy.minibatch_size=12", "policy.num_epochs=10",
         "policy.iterations=8", "tracking.mode=disabled",

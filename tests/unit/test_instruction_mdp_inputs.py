@@ -92,6 +92,21 @@ def test_step_info_rewards_and_truncation():
         env.step(0)
 
 
+def test_a_verdict_that_weighs_nothing_is_not_asked():
+    """verdict_weight 0: the rewrite is not sent to the reviewer (its answer would change no
+    reward) and no reviewer query is counted; the rest of the step is unchanged."""
+    cfg = load_config(None, [*NO_JUDGE, "env.reward.verdict_weight=0",
+                             "env.reward.reviewer_query_cost=0.5"])
+    env, engine = make_env(cfg)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(2)
+    assert engine.chat_batches == [1] and engine.score_batches == []
+    assert info["queries"] == {"expert": 1, "reviewer": 0} and info["reviewed"] is False
+    assert info["verdict"] == 0.0 and info["failure"] is None
+    assert info["reward_components"]["cost"] == pytest.approx(-cfg.env.reward.expert_query_cost)
+    assert reward == pytest.approx(sum(info["reward_components"].values()))
+
+
 def test_stop_ends_the_episode_without_a_query():
     cfg = load_config(None, list(NO_JUDGE))
     cfg.actions.include_stop = True
