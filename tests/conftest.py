@@ -13,6 +13,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """Under xdist, torch in each worker process runs on its share of the cores (`make test`: 2
+    workers on 2 cores, one thread each). At torch's default, one thread per core, an op's
+    threads meet at a barrier and wait there for a core the other worker holds (teamsrl.cpu):
+    the evaluate fixture's 4 SmolLM2 training steps took 87 s beside the other worker, 21 s
+    alone. Subprocesses and Ray workers set their own threads (Ray from num_cpus, the engines'
+    ThreadGovernor)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
 @pytest.fixture(scope="session")
 def smollm2_engine():
     """The embedded SmolLM2-135M-Instruct engine (loaded once per test session)."""
