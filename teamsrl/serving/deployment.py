@@ -20,11 +20,14 @@ is nothing to send token by token).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import os
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +131,12 @@ class LLMServer:
         self._chat_batched = batched(self._chat_batch)
         self._score_batched = batched(self._score_batch)
         self.batch_sizes: Counter[int] = Counter()
+        # Engine calls block, so they run in threads: one for every batch that may run at once
+        # (chat and score, each up to max_concurrent_batches). Not asyncio.to_thread: its
+        # default pool has os.cpu_count() + 4 threads (6 on 2 cores), which silently capped
+        # max_concurrent_batches there.
+        self._pool = ThreadPoolExecutor(max_workers=2 * max_concurrent_batches,
+                                        thread_name_prefix="teamsrl-batch")
 
     # -------------------------------------------------------------- handle API
     async def chat(self, role: str, request: ChatRequest, stage: str | None = None,
@@ -186,7 +195,8 @@ class LLMServer:
     async def _engine_batch(self, items: list[tuple], call) -> list:
         # Counted here, in the event loop: batches running at once in threads never race on it.
         self.batch_sizes[len(items)] += 1
-        return await asyncio.to_thread(self._run, items, call)
+        run = functools.partial(contextvars.copy_context().run, self._run, items, call)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     def _run(self, items: list[tuple], call) -> list:
         """Group a batch by (role, stage, node); each group is one client call."""
