@@ -24,6 +24,8 @@ $(STAMP): setup.cfg pyproject.toml
 	# bytecode on every core (pip compiles on one: 48 s of the install here, this 27 s); a file
 	# that does not compile (torch's py312_intrinsics.py, 3.12 syntax) is skipped, as pip skips it
 	$(BIN)/python -m compileall -qq -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || true
+	# what first use would build, built once here: SmolLM2's HF folder, DeepSpeed's CPU op
+	$(BIN)/python -m teamsrl.prebuild
 	touch $(STAMP)
 
 quickstart: install

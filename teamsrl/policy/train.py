@@ -122,7 +122,8 @@ def build_ppo(config: ExperimentConfig, sample_timeout_s: float, seed: int):
 
 
 def measure_step_s(client, config: ExperimentConfig) -> float:
-    """Seconds of one vector-env step: a warm-up batch of expert rewrites plus verdicts."""
+    """Seconds of one vector-env step: a warm-up batch of expert rewrites plus verdicts (no
+    verdicts when they weigh nothing in the reward: the env does not ask for them then)."""
     from teamsrl.actions import ActionSet
     from teamsrl.rewards import verdict_request
     from teamsrl.seeds import load_seeds
@@ -135,9 +136,10 @@ def measure_step_s(client, config: ExperimentConfig) -> float:
                                seed=config.seed + i) for i, s in enumerate(seeds)]
     start = time.perf_counter()
     rewrites = client.chat("expert", requests, stage=WARMUP_STAGE)
-    client.score("reviewer", [verdict_request(s.text, r.text or s.text)
-                              for s, r in zip(seeds, rewrites, strict=True)],
-                   stage=WARMUP_STAGE)
+    if config.env.reward.verdict_weight != 0.0:
+        client.score("reviewer", [verdict_request(s.text, r.text or s.text)
+                                  for s, r in zip(seeds, rewrites, strict=True)],
+                     stage=WARMUP_STAGE)
     return time.perf_counter() - start
 
 

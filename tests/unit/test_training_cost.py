@@ -38,3 +38,24 @@ def test_a_policy_arm_without_a_training_ledger_is_an_error_never_zero(tmp_path)
     (export / "ledger.json").write_text("{}")  # an untrained policy says "no cost" itself
     assert training_queries(str(export)) == {}
     assert training_queries("random") == {}
+
+
+def test_the_warmup_step_asks_for_verdicts_only_when_they_weigh_something():
+    """The warm-up probe times one vector-env step as the env takes it: with verdict_weight 0
+    the env sends no verdict, so neither does the probe (its queries are training cost)."""
+    from teamsrl.config import load_config
+    from teamsrl.llm.client import LLMClient, build_engines
+    from teamsrl.llm.config import simulated_overrides
+    from teamsrl.policy.train import measure_step_s
+
+    asked = {}
+    for weight in (1.0, 0.0):
+        config = load_config(None, [*simulated_overrides(time_scale=0),
+                                    "policy.num_envs_per_env_runner=3",
+                                    f"env.reward.verdict_weight={weight}"])
+        ledger = QueryLedger(None)
+        client = LLMClient(build_engines(config.llm), ledger=ledger)
+        measure_step_s(client, config)
+        asked[weight] = {r: t.queries for r, t in ledger.totals(stage=WARMUP_STAGE).items()}
+    assert asked[1.0] == {"expert": 3, "reviewer": 3}
+    assert asked[0.0].get("reviewer", 0) == 0 and asked[0.0]["expert"] == 3
