@@ -171,7 +171,9 @@ def test_ppo_learns_to_avoid_the_operation_whose_rewrites_are_not_instructions(
     alone: -1 for a rewrite it fails (`invalid_fails`), else 0.5 x P(valid). Horizon 1: each
     episode is one choice on a seed, the observation the policy is then tested on. 16 expert
     tokens: the judge reads openings, and its calls at 24 tokens were the same (40% vs 42%
-    invalid for `add_constraints`, 100% for `answer_it`). ~3.5 min on 2 busy cores.
+    invalid for `add_constraints`, 100% for `answer_it`). 8 sub-envs: each iteration is 3
+    vector steps of 8 rewrites (73 s alone, mean P(answer_it) 0.05) rather than 6 of 4 (85 s,
+    0.07; 2026-12-02).
 
     The judge uses `env.quality.method=embedding`: the default (`auto` = combined) adds one
     reviewer query of a long few-shot prompt per rewrite (~4 s each on these 2 cores) and calls
@@ -193,6 +195,7 @@ def test_ppo_learns_to_avoid_the_operation_whose_rewrites_are_not_instructions(
         "env.reward.failure_penalty=1", "env.reward.invalid_fails=true",
         "env.reward.validity_weight=0.5", "env.quality.method=embedding",
         "policy.lr=0.01", "policy.entropy_coeff=0", "policy.train_batch_size=24",
+        "policy.num_envs_per_env_runner=8",
         "policy.minibatch_size=12", "policy.num_epochs=10", "policy.iterations=5",
         "tracking.mode=disabled",
     ])
