@@ -70,6 +70,35 @@ def test_defaults_reproduce_the_published_vllm_figures():
     assert 1_000 < engine.throughput_ceiling(0, 128) < 3_400
 
 
+def _closed_loop_tok_s(config: SimulatedEngineConfig, callers: int, prompt: int = 1024,
+                       completion: int = 128, requests: int = 200) -> float:
+    """Output tokens/s of `callers` that each send a new (prompt, completion) request as soon as
+    their last one is done (the published sweep's closed loop), after a warm-up."""
+    timeline = GPUTimeline(config)
+    inflight = {i: timeline.add(0.0, [(prompt, completion)])[0] for i in range(callers)}
+    warm, start, t = 3 * callers, 0.0, 0.0
+    for done in range(1, requests + 1):
+        caller, seq = min(inflight.items(), key=lambda kv: timeline.finish_time([kv[1]]))
+        t = timeline.finish_time([seq])
+        timeline.advance(t)
+        if done == warm:
+            start = t
+        inflight[caller] = timeline.add(t, [(prompt, completion)])[0]
+    return (requests - warm) * completion / (t - start)
+
+
+def test_the_published_workload_end_to_end_needs_a_prefill_of_about_zero():
+    """The published sweep (1,024 in / 128 out): 6.6x the one-request rate at concurrency 8.
+    The default decode constants give that end to end with no prefill cost; the default's
+    physical prefill (40% of the A100's peak) brings it to ~4.7x (cluster/README, Sizing)."""
+    none = SimulatedEngineConfig(prefill_s_per_token=0.0)
+    ratio = _closed_loop_tok_s(none, 8) / _closed_loop_tok_s(none, 1, requests=20)
+    assert ratio == pytest.approx(6.6, rel=0.03)
+    default = SimulatedEngineConfig()
+    physical = _closed_loop_tok_s(default, 8) / _closed_loop_tok_s(default, 1, requests=20)
+    assert 4.4 < physical < 5.0
+
+
 def test_a_batch_under_capacity_costs_one_wave_of_a_plus_b_tokens():
     c = dict(wave_overhead_s=0.01, prefill_s_per_token=1e-4, decode_step_s=0.012,
              decode_s_per_token=4e-4, max_num_seqs=8, time_scale=0.5)
