@@ -62,8 +62,8 @@ class _Clock:
     """Seconds and token counts accumulated by the wrapped calls of one runner process."""
 
     def __init__(self) -> None:
-        self.totals = {"llm_s": 0.0, "encode_s": 0.0, "chat_prompt": 0, "chats": 0,
-                       "score_prompt": 0, "scores": 0}
+        self.totals = {"llm_s": 0.0, "encode_s": 0.0, "chat_prompt": 0, "chat_completion": 0,
+                       "chats": 0, "score_prompt": 0, "scores": 0}
 
     def wrap(self, fn, key: str, count=None):
         """`fn` timed into `key`; `count(responses)` adds token counts."""
@@ -91,6 +91,7 @@ def timed_env(env_config):
 
     def chats(out):
         t["chat_prompt"] += sum(r.prompt_tokens for r in out if r is not None)
+        t["chat_completion"] += sum(r.completion_tokens for r in out if r is not None)
         t["chats"] += sum(r is not None for r in out)
 
     def scores(out):

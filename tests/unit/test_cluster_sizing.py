@@ -162,3 +162,27 @@ def test_the_sizing_table_is_a_projection_with_a_row_per_gpu_split():
     assert iteration[1] <= iteration[0]
     generation = [float(r.split("|")[7].strip().rstrip(" h")) for r in rows]
     assert generation[1] <= generation[0]
+
+
+def test_a_points_engine_work_is_its_requests_each_alone_on_the_engine():
+    """cluster_report.alone_seconds: the sums a runner's clock records give the seconds the
+    engine would take for each request alone; the work ratio corrects a point's rate for the
+    completions its own seeds drew."""
+    from cluster_report import _work_ratio, alone_seconds
+
+    constants = SimulatedEngineConfig().model_dump(exclude={"time_scale", "max_num_seqs",
+                                                            "median_completion_tokens"})
+    engine = _engine(**constants)
+    chats = [(131, 40), (150, 90), (120, 7)]
+    scores = [178, 200]
+    work = {"chat_prompt": sum(p for p, _ in chats), "chat_completion": sum(c for _, c in chats),
+            "chats": len(chats), "score_prompt": sum(scores), "scores": len(scores)}
+    expected = (sum(engine.wave_seconds([p], [c]) for p, c in chats)
+                + sum(engine.wave_seconds([p], [0]) for p in scores))
+    assert alone_seconds(work, constants) == pytest.approx(expected, rel=1e-9)
+    summary = {"engine": {"constants": constants}}
+    one = {"work": work, "env_steps": 3}
+    longer = {"work": work | {"chat_completion": 2 * work["chat_completion"]}, "env_steps": 3}
+    assert _work_ratio(summary, one, one) == pytest.approx(1.0)
+    assert _work_ratio(summary, one, longer) > 1.5  # twice the decoding, same prompts
+    assert _work_ratio(summary, {"env_steps": 3}, longer) is None  # an older results file
