@@ -53,7 +53,7 @@ def step_split(records: list[dict], wall: float, learn: float) -> dict:
             "rllib_s": sum(spans[p] - in_step[p] for p in spans) / steps,
             "transfer_s": max(0.0, wall - learn - max(spans.values(), default=0.0)) / steps,
             "learner_s": learn / steps,
-            **{k: sum(r.get(k, 0) for r in records) for k in WORK}}
+            **{k: sum(r[k] for r in records) for k in WORK}}
 
 
 def point_summary(iterations: list[dict]) -> dict:
@@ -64,7 +64,7 @@ def point_summary(iterations: list[dict]) -> dict:
     keys = ("llm_s", "encode_s", "env_s", "rllib_s", "transfer_s", "learner_s")
     return {"env_steps_per_s": steps / sum(i["wall_s"] - i["learn_s"] for i in measured),
             "env_steps": steps,
-            "work": {k: sum(i.get(k, 0) for i in measured) for k in WORK},
+            "work": {k: sum(i[k] for i in measured) for k in WORK},
             "iteration_s": statistics.median(i["wall_s"] for i in measured),
             "per_env_step": {k: statistics.median(i[k] for i in measured) for k in keys},
             "shapes": {"chat_prompt": sum(i["chat_prompt"] for i in measured)

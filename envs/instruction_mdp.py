@@ -188,7 +188,7 @@ class InstructionMDPEnv(gym.Env):
             p.failure = Failure(FailureKind.NOT_INSTRUCTION, f"validity {validity:.2f}")
         if p.failure:
             return  # a failed rewrite is discarded: no reviewer query is spent on it
-        if self.config.reward.verdict_weight != 0.0:  # else its answer would weigh nothing
+        if self.config.reward.asks_verdict:
             p.verdict_request = R.verdict_request(p.before, p.rewrite)
         if self.config.reward.graded_score:
             p.graded_request = self.client.request(

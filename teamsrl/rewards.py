@@ -95,6 +95,11 @@ class RewardConfig(BaseModel):
                                         description="phrases (case-insensitive) whose presence "
                                         "in a rewrite means it copied the prompt template")
 
+    @property
+    def asks_verdict(self) -> bool:
+        """Whether a step asks the reviewer for its verdict: not when it would weigh nothing."""
+        return self.verdict_weight != 0.0
+
 
 def _normalise(text: str) -> str:
     return " ".join(text.lower().split()).strip(string.punctuation + " ")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import os
 import shutil
@@ -62,8 +63,6 @@ def cache_root() -> Path:
 
 def smollm2_hf_dir() -> Path:
     """An HF model folder de-quantised from the embedded GGUF, built once and cached."""
-    import fcntl
-
     gguf = smollm2_gguf()
     target = cache_root() / "models" / f"smollm2-135m-instruct-{gguf.stat().st_size}"
     if (target / "config.json").is_file():

@@ -136,7 +136,7 @@ def measure_step_s(client, config: ExperimentConfig) -> float:
                                seed=config.seed + i) for i, s in enumerate(seeds)]
     start = time.perf_counter()
     rewrites = client.chat("expert", requests, stage=WARMUP_STAGE)
-    if config.env.reward.verdict_weight != 0.0:
+    if config.env.reward.asks_verdict:  # as the env steps
         client.score("reviewer", [verdict_request(s.text, r.text or s.text)
                                   for s, r in zip(seeds, rewrites, strict=True)],
                      stage=WARMUP_STAGE)
