@@ -56,13 +56,15 @@ def step_split(records: list[dict], wall: float, learn: float) -> dict:
             **{k: sum(r[k] for r in records) for k in WORK}}
 
 
-def point_summary(iterations: list[dict]) -> dict:
-    """A point's env steps/s (sampling time: wall minus learner), iteration time, per-step
-    split and request shapes, over the iterations after the warm-up."""
+def point_summary(iterations: list[dict], overlapped: bool = False) -> dict:
+    """A point's env steps/s (sampling time: wall minus learner; the whole wall where the
+    runners sample during the update, `overlapped`), iteration time, per-step split and
+    request shapes, over the iterations after the warm-up."""
     measured = [i for i in iterations if not i["warmup"]] or iterations
     steps = sum(i["env_steps"] for i in measured)
     keys = ("llm_s", "encode_s", "env_s", "rllib_s", "transfer_s", "learner_s")
-    return {"env_steps_per_s": steps / sum(i["wall_s"] - i["learn_s"] for i in measured),
+    sampling_s = sum(i["wall_s"] - (0.0 if overlapped else i["learn_s"]) for i in measured)
+    return {"env_steps_per_s": steps / sampling_s,
             "env_steps": steps,
             "work": {k: sum(i[k] for i in measured) for k in WORK},
             "iteration_s": statistics.median(i["wall_s"] for i in measured),
@@ -73,9 +75,16 @@ def point_summary(iterations: list[dict]) -> dict:
                        / max(1, sum(i["scores"] for i in measured))}}
 
 
-def _point(summary: dict, runners: int, envs: int, replicas: int) -> dict | None:
-    return next((p for p in summary["points"] if (p["runners"], p["envs"], p["replicas"])
-                 == (runners, envs, replicas)), None)
+def sampling_modes(summary: dict) -> list[str]:
+    """The `policy.sampling` modes a results file measured (files before the key: sync)."""
+    return summary["sweep"].get("sampling", ["sync"])
+
+
+def _point(summary: dict, runners: int, envs: int, replicas: int, sampling: str = "sync"
+           ) -> dict | None:
+    return next((p for p in summary["points"] if (p["runners"], p["envs"], p["replicas"],
+                                                  p.get("sampling", "sync"))
+                 == (runners, envs, replicas, sampling)), None)
 
 
 def _work_ratio(summary: dict, one: dict, p: dict) -> float | None:
@@ -98,23 +107,25 @@ def knee(constants: dict) -> float:
     return constants["decode_step_s"] / constants["decode_s_per_token"]
 
 
-def goals(summary: dict, args, cores: int) -> list[dict]:
-    """The four goals of issue 17, each met / not met / not measured, with its figures."""
+def _runner_goals(summary: dict, args, cores: int, mode: str) -> list[dict]:
+    """Env steps/s from 1 runner to the most below the knee, raw and per unit of engine work."""
     out = []
     e1 = args.envs_per_runner
-    one = _point(summary, 1, e1, 1)
+    one = _point(summary, 1, e1, 1, mode)
     bend = knee(summary["engine"]["constants"])
     below = [p["runners"] for p in summary["points"] if p["envs"] == e1 and p["replicas"] == 1
-             and 1 < p["runners"] <= 8 and p["runners"] * e1 < bend]
+             and p.get("sampling", "sync") == mode and 1 < p["runners"] <= 8
+             and p["runners"] * e1 < bend]
+    tag = f"{mode} sampling: "
     if one and below:
         w = max(below)
-        p = _point(summary, w, e1, 1)
+        p = _point(summary, w, e1, 1, mode)
         eff = p["env_steps_per_s"] / (w * one["env_steps_per_s"])
         engine = p["model_engine_only"] / (w * one["model_engine_only"])
         work = _work_ratio(summary, one, p)
         if work is not None:  # the same rate per unit of engine work (see _work_ratio)
             eff_work = eff * work
-            out.append({"goal": f"env steps/s >= 0.75 of linear per unit of engine work, 1 -> "
+            out.append({"goal": f"{tag}env steps/s >= 0.75 of linear per unit of engine work, 1 -> "
                         f"{w} runners of {e1} env(s) (each point's requests timed alone on the "
                         "simulated engine)", "value": round(eff_work, 3),
                         "met": eff_work >= 0.75,
@@ -128,27 +139,40 @@ def goals(summary: dict, args, cores: int) -> list[dict]:
             note += (f"; {cores} cores cap it (model: cpu binds), "
                      f"{p['model_unlimited_cores'] / (w * one['env_steps_per_s']):.2f} of "
                      "linear with unlimited cores")
-        out.append({"goal": f"env steps/s >= 0.75 of linear, 1 -> {w} runners of {e1} env(s) "
+        out.append({"goal": f"{tag}env steps/s >= 0.75 of linear, 1 -> {w} runners of {e1} env(s) "
                     f"(below the knee: {w * e1} in flight < {bend:.0f})",
                     "value": round(eff, 3), "met": eff >= 0.75, "note": note})
     else:
-        out.append({"goal": "env steps/s >= 0.75 of linear, 1 -> 8 runners", "met": None,
+        out.append({"goal": f"{tag}env steps/s >= 0.75 of linear, 1 -> 8 runners", "met": None,
                     "note": "not measured: needs 1 and a larger runner count below the knee"})
+    return out
+
+
+def _saturation_goal(summary: dict, args, mode: str) -> dict:
+    """The rollout at saturation on one replica over the engine's own ceiling."""
     ceiling = summary["engine"]["ceiling_env_steps_per_s"]
     cap = summary["engine"]["inflight_cap"]
-    sat = _point(summary, *args.saturation, 1)
+    sat = _point(summary, *args.saturation, 1, mode)
     if sat and sat["runners"] * sat["envs"] >= cap:
         ratio = sat["env_steps_per_s"] / ceiling
-        out.append({"goal": "at saturation rollout >= 0.8 of the engine's ceiling "
-                    f"({sat['runners']} runners x {sat['envs']} envs = "
-                    f"{sat['runners'] * sat['envs']} in flight for {cap} slots, 1 replica, "
-                    f"ceiling {ceiling:.1f} env steps/s)",
-                    "value": round(ratio, 3), "met": ratio >= 0.8,
-                    "note": f"model bound here: {sat['model_bound_here']}"})
-    else:
-        out.append({"goal": "at saturation rollout >= 0.8 of the engine's ceiling", "met": None,
-                    "note": f"not measured: no point with >= {cap} requests in "
-                    "flight on one replica"})
+        return {"goal": f"{mode} sampling: at saturation rollout >= 0.8 of the engine's "
+                f"ceiling ({sat['runners']} runners x {sat['envs']} envs = "
+                f"{sat['runners'] * sat['envs']} in flight for {cap} slots, 1 replica, "
+                f"ceiling {ceiling:.1f} env steps/s)",
+                "value": round(ratio, 3), "met": ratio >= 0.8,
+                "note": f"model bound here: {sat['model_bound_here']}"}
+    return {"goal": f"{mode} sampling: at saturation rollout >= 0.8 of the engine's ceiling",
+            "met": None, "note": f"not measured: no point with >= {cap} requests in flight "
+            "on one replica"}
+
+
+def goals(summary: dict, args, cores: int) -> list[dict]:
+    """The four goals of issue 17, each met / not met / not measured, with its figures (the
+    runner and saturation goals once per sampling mode measured)."""
+    out = []
+    for mode in sampling_modes(summary):
+        out += _runner_goals(summary, args, cores, mode) + [_saturation_goal(summary, args,
+                                                                             mode)]
     p50 = summary["proxy"]["added_ms_p50"]
     out.append({"goal": "the proxy adds <= 5 ms p50 per request", "value": round(p50, 2),
                 "met": p50 <= 5.0, "note": f"p99 {summary['proxy']['added_ms_p99']:.1f} ms, "
@@ -156,6 +180,7 @@ def goals(summary: dict, args, cores: int) -> list[dict]:
                 f"{summary['proxy']['handle_ms_p50']:.1f} ms, the rest the replica's batch "
                 "handler, thread hop and the store's two round trips"})
     costs = Costs.of(summary)
+    ceiling = summary["engine"]["ceiling_env_steps_per_s"]
     ceilings = {
         f"CPU ({cores} cores): {1e3 * costs.cpu_s:.1f} ms CPU per env step": cores / costs.cpu_s,
         f"one LLMServer replica + store: {costs.proxy_rps:.0f} requests/s, "
@@ -183,15 +208,17 @@ def print_table(summary: dict, args, cores: int) -> None:
           f"this scaled run. Engine slots {args.max_num_seqs}; a replica runs up to "
           f"{args.concurrent_batches} engine calls of up to {args.max_batch} requests at once, "
           f"batch wait {args.batch_wait} s; {cores} cores.")
-    print(f"{'runners':>7} {'envs':>4} {'repl':>4} {'inflight':>8} {'steps/s':>8} {'lin.eff':>7} "
+    print(f"{'sampling':>8} {'runners':>7} {'envs':>4} {'repl':>4} {'inflight':>8} {'steps/s':>8} "
+          f"{'lin.eff':>7} "
           f"{'iter s':>7} " + " ".join(f"{LABELS[k][:9]:>9}" for k in PARTS)
           + f" {'model':>7} {'bound':>7} {'model∞':>7}")
-    one = _point(summary, 1, args.envs_per_runner, 1)
     for p in summary["points"]:
+        mode = p.get("sampling", "sync")
+        one = _point(summary, 1, args.envs_per_runner, 1, mode)
         eff = (p["env_steps_per_s"] / (p["runners"] * p["envs"] * one["env_steps_per_s"])
                if one and p["replicas"] == 1 else float("nan"))
         inflight = p["runners"] * p["envs"] / p["replicas"]
-        print(f"{p['runners']:>7} {p['envs']:>4} {p['replicas']:>4} {inflight:>8.0f} "
+        print(f"{mode:>8} {p['runners']:>7} {p['envs']:>4} {p['replicas']:>4} {inflight:>8.0f} "
               f"{p['env_steps_per_s']:>8.2f} {eff:>7.2f} {p['iteration_s']:>7.1f} "
               + " ".join(f"{1e3 * p['per_env_step'][k]:>7.1f}ms" for k in PARTS)
               + f" {p['model_here']:>7.1f} {p['model_bound_here']:>7} "
@@ -204,7 +231,8 @@ def print_table(summary: dict, args, cores: int) -> None:
     print(f"model: min(runners, engine, proxy, cpu) of benchmarks/cluster_sizing.py with the "
           f"costs of the first point; 'model' at {cores} cores, 'model∞' with unlimited cores "
           f"(where they differ, the {cores} cores cap the measured figure). steps/s: env steps "
-          "sampled / (iteration wall - learner update), over the iterations after the warm-up; "
+          "sampled / (iteration wall - learner update; async: the whole wall, its runners "
+          "sample during the update), over the iterations after the warm-up; "
           "per-step times are per env step (LLM wait: a vector step's wait / its envs).")
     for g in summary["goals"]:
         verdict = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[g["met"]]
@@ -230,20 +258,28 @@ def plot(summary: dict, path: str) -> None:
               (axes[1], "replicas", f"{ws} runners x {es} envs",
                lambda p: (p["runners"], p["envs"]) == (ws, es)))
     for ax, key, label, keep in panels:
-        sel = sorted((p for p in pts if keep(p)), key=lambda p: p[key])
+        for mode in sampling_modes(summary):
+            sel = sorted((p for p in pts if keep(p) and p.get("sampling", "sync") == mode),
+                         key=lambda p: p[key])
+            x = [p[key] for p in sel]
+            ax.plot(x, [p["env_steps_per_s"] for p in sel], "o-", label=f"measured, {mode}")
+            if key == "runners" and sel:
+                ax.plot(x, [sel[0]["env_steps_per_s"] * v / x[0] for v in x], ":",
+                        label=f"linear from {mode}'s 1 runner")
+        sel = sorted((p for p in pts if keep(p) and p.get("sampling", "sync") == "sync"),
+                     key=lambda p: p[key])
         x = [p[key] for p in sel]
-        ax.plot(x, [p["env_steps_per_s"] for p in sel], "o-", label="measured")
         ax.plot(x, [p["model_here"] for p in sel], "s--", label="model, this machine")
         ax.plot(x, [p["model_unlimited_cores"] for p in sel], "^:", label="model, ∞ cores")
-        if key == "runners" and sel:
-            ax.plot(x, [sel[0]["env_steps_per_s"] * v / x[0] for v in x], "k:", label="linear")
+        if key == "runners":
             ax.axhline(ceiling, color="grey", lw=0.8, label="engine ceiling (1 replica)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"{key} ({label})")
         ax.set_ylabel("env steps/s")
         ax.legend(fontsize=7)
     bottom = [0.0] * len(pts)
-    names = [f"{p['runners']}x{p['envs']}/{p['replicas']}R" for p in pts]
+    names = [f"{p['runners']}x{p['envs']}/{p['replicas']}R {p.get('sampling', 'sync')[0]}"
+             for p in pts]
     for k in PARTS:
         vals = [1e3 * p["per_env_step"][k] for p in pts]
         axes[2].bar(names, vals, bottom=bottom, label=LABELS[k])

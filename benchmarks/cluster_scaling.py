@@ -4,7 +4,7 @@
         [--envs-per-runner 1] [--saturation 16x8] [--replicas 1,2,4] [--max-batch 32]
         [--concurrent-batches 32] [--batch-wait 0] [--max-num-seqs 32] [--time-scale 2]
         [--iterations 3] [--proxy-requests 300] [--proxy-rounds 5] [--proxy-only]
-        [--prefill-s-per-token S] [--no-saturation]
+        [--prefill-s-per-token S] [--no-saturation] [--sampling sync,async]
         [--out benchmarks/results/cluster_scaling.json]
 
 A `ray.cluster_utils.Cluster` of virtual nodes on this machine (a head with the driver, PPO's
@@ -25,7 +25,9 @@ engine calls at once with no batch wait, as in front of a vLLM server, which bat
 3. sweep: RLlib PPO (teamsrl's own env creator and PPO config, `teamsrl.policy.train`) with 1, 2,
    4, 8 env runners of `--envs-per-runner` sub-envs on one replica (below the engine's knee),
    then `--saturation` (runners x envs, more requests in flight than the engine has slots) on
-   1, 2, 4 replicas. Per point:
+   1, 2, 4 replicas; every point once per `--sampling` mode (`policy.sampling`: RLlib's
+   synchronous rounds, or teamsrl's AsyncPPO keeping every runner sampling), interleaved.
+   Per point:
    env steps/s over the measured iterations (the first is a warm-up), PPO iteration time, and per
    env step the LLM wait, MiniLM encoding, the env's own Python, RLlib in the runner (its loop
    time outside env.step) and transfer (driver time not spent in runners or the learner:
@@ -132,7 +134,8 @@ class Sink:
 
 
 def overrides(args, run_dir: str, replicas: int, runners: int, time_scale: float,
-              app: str = APP, envs: int | None = None, seed: int = 543) -> list[str]:
+              app: str = APP, envs: int | None = None, seed: int = 543,
+              sampling: str = "sync") -> list[str]:
     """The experiment: default env and PPO, both roles simulated, the paper's env settings."""
     from teamsrl.llm.config import simulated_overrides
 
@@ -154,7 +157,7 @@ def overrides(args, run_dir: str, replicas: int, runners: int, time_scale: float
             f"serving.max_ongoing_requests={args.max_batch * (args.concurrent_batches + 1)}",
             f"serving.batch_wait_timeout_s={args.batch_wait}",
             f"policy.num_env_runners={runners}",
-            f"policy.num_envs_per_env_runner={envs}",
+            f"policy.num_envs_per_env_runner={envs}", f"policy.sampling={sampling}",
             "policy.custom_resources_per_env_runner={rollout_node: 0.01}",
             f"policy.train_batch_size={batch}", f"policy.minibatch_size={min(batch, 128)}",
             "policy.sample_timeout_s=600"]
@@ -230,6 +233,14 @@ def _runners_x_envs(text: str) -> tuple[int, int]:
     return runners, envs
 
 
+def _modes(text: str) -> list[str]:
+    """'sync,async' -> ['sync', 'async'] (argparse type)."""
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or set(modes) - {"sync", "async"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected sync, async or sync,async")
+    return modes
+
+
 def inflight_cap(args) -> int:
     """Requests one replica lets into its engine at once: its slots, or its concurrent
     batches if they hold fewer."""
@@ -270,8 +281,8 @@ def engine_ceiling(config, shapes: Shapes, callers: int, seconds: float = 30.0,
     return sum(warmup <= t <= seconds for t in done) / (seconds - warmup)
 
 
-def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, seed: int
-              ) -> dict:
+def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, seed: int,
+              sampling: str) -> dict:
     """Deploy `replicas`, train PPO with `runners` env runners; per-iteration timings. Every
     point has its own run seed: the shared cache must not answer a point from an earlier one."""
     import ray
@@ -282,7 +293,7 @@ def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, 
     from teamsrl.serving.deployment import deploy
 
     config = load_config(None, overrides(args, run_dir, replicas, runners, args.time_scale,
-                                         envs=envs, seed=seed))
+                                         envs=envs, seed=seed, sampling=sampling))
     handle = deploy(config.llm, config.serving, run_dir, stage="bench")
     hits_before = _hits(handle, STAGE)
     register_env(ENV_ID, timed_env)
@@ -314,9 +325,10 @@ def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, 
                                "env_steps": steps, **step_split(records, wall, learn[-1])})
     finally:
         algo.stop()
-    return {"runners": runners, "envs": envs, "replicas": replicas, "build_s": build_s,
-            "cache_hits": _hits(handle, STAGE) - hits_before,
-            "iterations": iterations, **point_summary(iterations)}
+    return {"runners": runners, "envs": envs, "replicas": replicas, "sampling": sampling,
+            "build_s": build_s, "cache_hits": _hits(handle, STAGE) - hits_before,
+            "iterations": iterations,
+            **point_summary(iterations, overlapped=sampling == "async")}
 
 
 def _hits(handle, stage: str) -> int:
@@ -359,6 +371,10 @@ def main() -> None:
                         "1.3e-4 s, 40%% of the A100's peak). 0 is the model fitted to the "
                         "published vLLM figures alone (75 tok/s alone, 6.6x at concurrency 8 "
                         "with 1024-token prompts need prefill ~0 at these decode constants)")
+    parser.add_argument("--sampling", type=_modes, default=["sync", "async"],
+                        help="policy.sampling modes, each point run once per mode, interleaved "
+                        "(sync: RLlib's PPO rounds, the slowest runner ends each; async: "
+                        "teamsrl.policy.async_ppo, every runner kept sampling)")
     parser.add_argument("--no-saturation", action="store_true", help="the runner sweep only: "
                         "no --saturation points (their goal is then not measured)")
     parser.add_argument("--horizon", type=int, default=6, help="env steps per episode; the "
@@ -432,13 +448,15 @@ def main() -> None:
                                              if k != "latency_s"}},
                           raw={"proxy_latency_s": proxy["latency_s"]})
             return
-        sweep = [(w, args.envs_per_runner, 1) for w in args.runners] + [
-            (*args.saturation, r) for r in ([] if args.no_saturation else args.replicas)]
-        for runners, envs, replicas in sweep:
+        # the modes interleaved point by point: the machine's drift falls on both alike
+        sweep = [(w, args.envs_per_runner, 1, m) for w in args.runners for m in args.sampling]
+        sweep += [(*args.saturation, r, m) for r in ([] if args.no_saturation else args.replicas)
+                  for m in args.sampling]
+        for runners, envs, replicas, mode in sweep:
             p = run_point(args, run_dir, runners, envs, replicas, sink,
-                          seed=SEED_STRIDE * (1 + len(points)))
+                          seed=SEED_STRIDE * (1 + len(points)), sampling=mode)
             points.append(p)
-            print(f"{runners:>3} runners x {envs} envs, {replicas} replica(s): "
+            print(f"{mode:>5} sampling, {runners:>3} runners x {envs} envs, {replicas} replica(s): "
                   f"{p['env_steps_per_s']:.1f} env "
                   f"steps/s, iteration {p['iteration_s']:.1f} s (build {p['build_s']:.0f} s), "
                   f"{p['cache_hits']} cache hits", flush=True)
@@ -456,7 +474,7 @@ def main() -> None:
     ceiling = engine_ceiling(config, shapes, inflight_cap(args))
     summary = {"time_scale": args.time_scale, "shapes": base["shapes"],
                "sweep": {"envs_per_runner": args.envs_per_runner,
-                         "saturation": list(args.saturation)},
+                         "saturation": list(args.saturation), "sampling": args.sampling},
                "proxy": {k: v for k, v in proxy.items() if k != "latency_s"},
                "engine": {"constants": config.llm.expert.simulated.model_dump(
                               exclude={"time_scale"}),

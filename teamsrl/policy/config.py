@@ -24,6 +24,10 @@ class PolicyConfig(BaseModel):
     vectorize_mode: Literal["vector_entry_point", "sync"] = Field(
         "vector_entry_point", description="vector_entry_point batches the sub-envs' requests; "
         "sync steps them one by one (batches of 1)")
+    sampling: Literal["sync", "async"] = Field(
+        "sync", description="sync: RLlib's PPO, all runners sample a round, the slowest ends "
+        "it, then the learner updates; async: every runner keeps sampling, an update takes "
+        "fragments as they arrive (some one update stale; teamsrl.policy.async_ppo)")
     train_batch_size: int = Field(32, ge=1, description="env steps per PPO update (per learner)")
     minibatch_size: int = Field(16, ge=1, description="SGD minibatch size")
     num_epochs: int = Field(4, ge=1, description="SGD passes over each train batch")
