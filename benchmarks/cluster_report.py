@@ -38,8 +38,10 @@ def split_ints(text: str) -> list[int]:
 
 
 def step_split(records: list[dict], wall: float, learn: float) -> dict:
-    """One iteration's time per env step by component, from the runners' step records."""
-    steps = sum(r["steps"] for r in records) or 1
+    """One iteration's env steps (those its runners' records say ended in its window) and its
+    time per env step by component."""
+    steps = sum(r["steps"] for r in records)
+    per = max(1, steps)
     by_pid: dict[int, list[dict]] = {}
     for r in records:
         by_pid.setdefault(r["pid"], []).append(r)
@@ -47,24 +49,24 @@ def step_split(records: list[dict], wall: float, learn: float) -> dict:
              for p, rs in by_pid.items()}
     in_step = {p: sum(r["end"] - r["start"] for r in rs) for p, rs in by_pid.items()}
     llm, enc = sum(r["llm_s"] for r in records), sum(r["encode_s"] for r in records)
-    return {"step_records": len(records), "runner_pids": len(by_pid),
-            "llm_s": llm / steps, "encode_s": enc / steps,
-            "env_s": (sum(in_step.values()) - llm - enc) / steps,
-            "rllib_s": sum(spans[p] - in_step[p] for p in spans) / steps,
-            "transfer_s": max(0.0, wall - learn - max(spans.values(), default=0.0)) / steps,
-            "learner_s": learn / steps,
+    return {"env_steps": steps, "step_records": len(records), "runner_pids": len(by_pid),
+            "llm_s": llm / per, "encode_s": enc / per,
+            "env_s": (sum(in_step.values()) - llm - enc) / per,
+            "rllib_s": sum(spans[p] - in_step[p] for p in spans) / per,
+            "transfer_s": max(0.0, wall - learn - max(spans.values(), default=0.0)) / per,
+            "learner_s": learn / per,
             **{k: sum(r[k] for r in records) for k in WORK}}
 
 
-def point_summary(iterations: list[dict], overlapped: bool = False) -> dict:
-    """A point's env steps/s (sampling time: wall minus learner; the whole wall where the
-    runners sample during the update, `overlapped`), iteration time, per-step split and
+def point_summary(iterations: list[dict]) -> dict:
+    """A point's env steps/s (env steps the runners finished from the end of the warm-up
+    iteration to the end of the last, over that time: sampling, learning and the driver's work
+    between iterations alike, whatever the sampling mode), iteration time, per-step split and
     request shapes, over the iterations after the warm-up."""
     measured = [i for i in iterations if not i["warmup"]] or iterations
     steps = sum(i["env_steps"] for i in measured)
     keys = ("llm_s", "encode_s", "env_s", "rllib_s", "transfer_s", "learner_s")
-    sampling_s = sum(i["wall_s"] - (0.0 if overlapped else i["learn_s"]) for i in measured)
-    return {"env_steps_per_s": steps / sampling_s,
+    return {"env_steps_per_s": steps / sum(i["window_s"] for i in measured),
             "env_steps": steps,
             "work": {k: sum(i[k] for i in measured) for k in WORK},
             "iteration_s": statistics.median(i["wall_s"] for i in measured),
@@ -231,8 +233,8 @@ def print_table(summary: dict, args, cores: int) -> None:
     print(f"model: min(runners, engine, proxy, cpu) of benchmarks/cluster_sizing.py with the "
           f"costs of the first point; 'model' at {cores} cores, 'model∞' with unlimited cores "
           f"(where they differ, the {cores} cores cap the measured figure). steps/s: env steps "
-          "sampled / (iteration wall - learner update; async: the whole wall, its runners "
-          "sample during the update), over the iterations after the warm-up; "
+          "the runners finished from the end of the warm-up iteration to the end of the last, "
+          "over that time (both sampling modes alike); "
           "per-step times are per env step (LLM wait: a vector step's wait / its envs).")
     for g in summary["goals"]:
         verdict = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[g["met"]]

@@ -28,7 +28,9 @@ engine calls at once with no batch wait, as in front of a vLLM server, which bat
    1, 2, 4 replicas; every point once per `--sampling` mode (`policy.sampling`: RLlib's
    synchronous rounds, or teamsrl's AsyncPPO keeping every runner sampling), interleaved.
    Per point:
-   env steps/s over the measured iterations (the first is a warm-up), PPO iteration time, and per
+   env steps/s (the env steps the runners' own records say finished from the end of the first,
+   warm-up, iteration to the end of the last, over that time: both modes measured alike, an
+   async runner's fragment counted when sampled, not when trained on), PPO iteration time, and per
    env step the LLM wait, MiniLM encoding, the env's own Python, RLlib in the runner (its loop
    time outside env.step) and transfer (driver time not spent in runners or the learner:
    serialisation of episodes, scheduling, weight sync), timed inside the runners.
@@ -39,6 +41,7 @@ there), printed beside each measured point for this machine's cores and for unli
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import socket
@@ -80,8 +83,10 @@ class _Clock:
 
 
 def timed_env(env_config):
-    """teamsrl's RLlib env creator, its LLM calls and MiniLM encodings timed; each step's
-    timings go to the SINK actor (fire and forget)."""
+    """teamsrl's RLlib env creator, its LLM calls and MiniLM encodings timed; each vector
+    step's timings and env steps (sub-envs that stepped, not those resetting: next-step
+    autoreset) reach the SINK actor before the step returns (one round trip, ~1 ms)."""
+    import numpy as np
     import ray
     from gymnasium.vector import VectorWrapper
 
@@ -108,12 +113,19 @@ def timed_env(env_config):
     pid = os.getpid()
 
     class Timed(VectorWrapper):
+        resetting = np.zeros(venv.num_envs, dtype=bool)  # sub-envs this step resets
+
+        def reset(self, **kwargs):
+            self.resetting = np.zeros(self.num_envs, dtype=bool)
+            return self.env.reset(**kwargs)
+
         def step(self, actions):
             before, start = dict(t), time.time()
             out = self.env.step(actions)
-            sink.add.remote({"pid": pid, "start": start, "end": time.time(),
-                             "steps": self.num_envs}
-                            | {k: t[k] - before[k] for k in t})
+            end, steps = time.time(), int(self.num_envs - self.resetting.sum())
+            self.resetting = np.logical_or(out[2], out[3])
+            ray.get(sink.add.remote({"pid": pid, "start": start, "end": end, "steps": steps}
+                                    | {k: t[k] - before[k] for k in t}))
             return out
 
     return Timed(venv)
@@ -284,7 +296,8 @@ def engine_ceiling(config, shapes: Shapes, callers: int, seconds: float = 30.0,
 def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, seed: int,
               sampling: str) -> dict:
     """Deploy `replicas`, train PPO with `runners` env runners; per-iteration timings. Every
-    point has its own run seed: the shared cache must not answer a point from an earlier one."""
+    (runners, envs, replicas) has its own run seed and every sampling mode its own run folder:
+    a cache must not answer a point from an earlier one (`cache_hits` says it did not)."""
     import ray
     from ray.tune.registry import register_env
 
@@ -312,23 +325,27 @@ def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, 
             learn.append(time.perf_counter() - start)
 
     algo.learner_group.update = timed_update
-    iterations = []
+    iterations, carry, since = [], [], None
     try:
         for it in range(args.iterations):
             start = time.perf_counter()
             result = algo.train()
-            wall = time.perf_counter() - start
-            time.sleep(0.2)  # the last fire-and-forget step records reach the sink
-            records = ray.get(sink.take.remote())
+            wall, end = time.perf_counter() - start, time.time()
+            # the env steps that ended since the last iteration's end (runners record each
+            # before it returns; async runners go on sampling between train() calls)
+            records = carry + ray.get(sink.take.remote())
+            carry = [r for r in records if r["end"] > end]
+            records = [r for r in records if r["end"] <= end]
+            window, since = (end - since if since is not None else wall), end
             steps = int(result["env_runners"].get("num_env_steps_sampled", 0))
             iterations.append({"warmup": it == 0, "wall_s": wall, "learn_s": learn[-1],
-                               "env_steps": steps, **step_split(records, wall, learn[-1])})
+                               "window_s": window, "trained_env_steps": steps,
+                               **step_split(records, wall, learn[-1])})
     finally:
         algo.stop()
     return {"runners": runners, "envs": envs, "replicas": replicas, "sampling": sampling,
             "build_s": build_s, "cache_hits": _hits(handle, STAGE) - hits_before,
-            "iterations": iterations,
-            **point_summary(iterations, overlapped=sampling == "async")}
+            "iterations": iterations, **point_summary(iterations)}
 
 
 def _hits(handle, stage: str) -> int:
@@ -448,13 +465,14 @@ def main() -> None:
                                              if k != "latency_s"}},
                           raw={"proxy_latency_s": proxy["latency_s"]})
             return
-        # the modes interleaved point by point: the machine's drift falls on both alike
-        sweep = [(w, args.envs_per_runner, 1, m) for w in args.runners for m in args.sampling]
-        sweep += [(*args.saturation, r, m) for r in ([] if args.no_saturation else args.replicas)
-                  for m in args.sampling]
-        for runners, envs, replicas, mode in sweep:
-            p = run_point(args, run_dir, runners, envs, replicas, sink,
-                          seed=SEED_STRIDE * (1 + len(points)), sampling=mode)
+        # The modes interleaved point by point (the machine's drift falls on both alike), with
+        # the same run seed (the same first episodes) and each its own cache (run folder).
+        sweep = [(w, args.envs_per_runner, 1) for w in args.runners]
+        sweep += [(*args.saturation, r) for r in ([] if args.no_saturation else args.replicas)]
+        for (runners, envs, replicas), mode in itertools.product(sweep, args.sampling):
+            p = run_point(args, os.path.join(run_dir, mode), runners, envs, replicas, sink,
+                          seed=SEED_STRIDE * (1 + sweep.index((runners, envs, replicas))),
+                          sampling=mode)
             points.append(p)
             print(f"{mode:>5} sampling, {runners:>3} runners x {envs} envs, {replicas} replica(s): "
                   f"{p['env_steps_per_s']:.1f} env "
