@@ -28,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,9 @@ class _CountingEngine:
 class LLMServer:
     """Serves `chat` and `score` per role through one cached, ledgered `LLMClient`."""
 
-    def __init__(self, llm_config: dict, store: str, stage: str, max_batch_size: int,
-                 batch_wait_timeout_s: float, max_concurrent_batches: int) -> None:
+    def __init__(self, llm_config: dict, store: str, store_paths: dict, stage: str,
+                 max_batch_size: int, batch_wait_timeout_s: float,
+                 max_concurrent_batches: int) -> None:
         import ray
 
         from teamsrl.llm.client import LLMClient, build_engines
@@ -118,7 +120,15 @@ class LLMServer:
 
         config = LLMConfig.model_validate(llm_config)
         engines = {r: _CountingEngine(e) for r, e in build_engines(config).items()}
-        shared = StoreClient(ray.get_actor(store, namespace=NAMESPACE), stage)
+        actor = ray.get_actor(store, namespace=NAMESPACE)
+        # The store's files are part of the deployment's arguments, so deploying the app for
+        # another run folder (which replaces the store) restarts its replicas; a replica that
+        # finds a store serving other files refuses to start.
+        serving = ray.get(actor.info.remote())["paths"]
+        if serving != store_paths:
+            raise RuntimeError(f"store {store!r} serves {serving}, this replica was deployed "
+                               f"for {store_paths}")
+        shared = StoreClient(actor, stage)
         self.client = LLMClient(engines, cache=shared if config.cache.enabled else None,
                                 ledger=shared, specs={"expert": config.expert,
                                                       "reviewer": config.reviewer})
@@ -262,14 +272,16 @@ def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"
     must see this process's run folder: `SharedStorageError` otherwise) and the LLM app;
     returns the app's handle."""
     serve.start(http_options={"host": serve_config.http_host, "port": serve_config.http_port})
-    start_store(serve_config.app_name, StorePaths.of(llm_config, run_dir))
+    paths = StorePaths.of(llm_config, run_dir)
+    start_store(serve_config.app_name, paths)
     app = LLMServer.options(
         num_replicas=serve_config.num_replicas,
         max_ongoing_requests=serve_config.max_ongoing_requests,
         ray_actor_options={"num_cpus": serve_config.num_cpus,
                            "num_gpus": serve_config.num_gpus,
                            "resources": dict(serve_config.resources)},
-    ).bind(llm_config.model_dump(mode="json"), store_name(serve_config.app_name), stage,
+    ).bind(llm_config.model_dump(mode="json"), store_name(serve_config.app_name),
+           asdict(paths), stage,
            serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
            serve_config.max_concurrent_batches)
     return serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix)

@@ -151,3 +151,36 @@ def test_a_replica_runs_max_concurrent_batches_engine_batches_at_once(ray_serve,
     peak = stats["engine_running_peak"]["expert"]
     least = 1 if concurrent == 1 else 8
     assert least <= peak <= concurrent, f"max_concurrent_batches {concurrent}: peak {peak}"
+
+
+def test_the_app_deployed_again_for_another_run_folder_ledgers_into_that_folder(ray_serve,
+                                                                               tmp_path):
+    """Deploying an app for another run folder replaces its store; the replicas must follow
+    (they held the old, killed store: every request failed). The new folder's ledger counts
+    the new run's queries, the old one keeps its own."""
+    from ray import serve
+
+    from teamsrl.config import load_config
+    from teamsrl.layout import RunLayout
+    from teamsrl.llm.config import simulated_overrides
+    from teamsrl.llm.ledger import QueryLedger
+    from teamsrl.serving.deployment import deploy
+    from teamsrl.serving.store import stop_store
+
+    _, _, shared = ray_serve
+    app = "teamsrl-llm-redeploy"
+    try:
+        for i, run in enumerate(("first", "second")):
+            config = load_config(None, [
+                f"run_dir={tmp_path / run}", *simulated_overrides(time_scale=0),
+                f"serving.app_name={app}", "serving.route_prefix=/redeploy",
+                f"serving.http_port={shared.http_port}", "serving.num_cpus=0.25"])
+            handle = deploy(config.llm, config.serving, config.run_dir, stage=run)
+            client = ServeLLMClient(handle, config.llm, stage=run)
+            assert len(client.chat("expert", _requests(client, 2 + i))) == 2 + i
+    finally:
+        serve.delete(app)
+        stop_store(app)
+    for i, run in enumerate(("first", "second")):
+        totals = QueryLedger(RunLayout.of(tmp_path / run).ledger).totals()
+        assert totals["expert"].queries == 2 + i, run
