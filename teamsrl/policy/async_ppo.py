@@ -9,6 +9,12 @@ all times: a runner that returns is handed its next fragment at once, an iterati
 fragments as they arrive until it holds `train_batch_size` env steps, and the learner updates
 while the runners go on sampling.
 
+RLlib's `Algorithm.train()` would also ask every runner for its connector states after each
+update and wait up to 10 s (`sync_filters_on_rollout_workers_timeout_s`) for the answer, which
+queues behind the fragment each runner is sampling: a round again. `AsyncPPOConfig` turns that
+off, as IMPALA's config does, and the states come back with each fragment instead (one remote
+call: fragment, states, metrics), merged and broadcast fire and forget after the update.
+
 The price is staleness, as in IMPALA/APPO: a fragment in flight during an update was sampled
 by the previous weights (new weights are queued behind it on its runner, fire and forget), so
 PPO's ratio is taken against the policy that acted (the action log-probs the fragment carries),
@@ -21,7 +27,8 @@ from __future__ import annotations
 
 import time
 
-from ray.rllib.algorithms.ppo import PPO
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.core import COMPONENT_RL_MODULE
 from ray.rllib.utils.metrics import (
     ALL_MODULES,
     ENV_RUNNER_RESULTS,
@@ -40,8 +47,17 @@ POLL_S = 0.05  # how long one check for returned fragments waits
 
 
 def _sample(runner):
-    """One fragment and the runner's metrics for it (what PPO's sampling round asks too)."""
-    return runner.sample(), runner.get_metrics()
+    """One fragment, the runner's connector states and its metrics for the fragment."""
+    return (runner.sample(), runner.get_state(not_components=COMPONENT_RL_MODULE),
+            runner.get_metrics())
+
+
+class AsyncPPOConfig(PPOConfig):
+    """PPOConfig for `AsyncPPO`: the runners' states travel with their fragments."""
+
+    def __init__(self, algo_class=None) -> None:
+        super().__init__(algo_class=algo_class or AsyncPPO)
+        self._dont_auto_sync_env_runner_states = True  # no per-iteration round (docstring)
 
 
 class AsyncPPO(PPO):
@@ -53,15 +69,16 @@ class AsyncPPO(PPO):
         group = self.env_runner_group
         if group is None or group.num_remote_workers() == 0:
             return super().training_step()
-        episodes, runner_metrics, steps = [], [], 0
+        episodes, states, runner_metrics, steps = [], [], [], 0
         deadline = time.monotonic() + self.config.sample_timeout_s
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             while steps < self.config.total_train_batch_size:
                 # returned fragments, and the next fragment for every runner without one
                 ready = group.foreach_env_runner_async_fetch_ready(_sample, tag=TAG,
                                                                    timeout_seconds=POLL_S)
-                for fragment, metrics in ready:
+                for fragment, state, metrics in ready:
                     episodes.extend(fragment)
+                    states.append(state)
                     runner_metrics.append(metrics)
                     steps += int(metrics.get(NUM_ENV_STEPS_SAMPLED, 0))
                 if not ready and (group.num_healthy_remote_workers() == 0
@@ -92,3 +109,9 @@ class AsyncPPO(PPO):
             group.sync_weights(from_worker_or_learner_group=self.learner_group,
                                policies=set(learner_results[0]) - {ALL_MODULES},
                                inference_only=True, timeout_seconds=0.0)
+            group.sync_env_runner_states(
+                config=self.config, connector_states=states,
+                env_steps_sampled=self.metrics.peek(
+                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0),
+                env_to_module=self.env_to_module_connector,
+                module_to_env=self.module_to_env_connector)

@@ -88,11 +88,11 @@ def build_ppo(config: ExperimentConfig, sample_timeout_s: float, seed: int):
 
     p = config.policy
     env_config = config.model_dump(mode="json") | {SERVE_APP_KEY: config.serving.app_name}
-    algo_class = None
+    config_class = PPOConfig
     if p.sampling == "async":
-        from teamsrl.policy.async_ppo import AsyncPPO as algo_class
+        from teamsrl.policy.async_ppo import AsyncPPOConfig as config_class
     return (
-        PPOConfig(algo_class=algo_class)
+        config_class()
         .environment(INSTRUCTION_MDP_ID, env_config=env_config)
         .env_runners(
             num_env_runners=p.num_env_runners,
