@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from teamsrl.llm.schema import ChatRequest, ChatResponse, ScoreRequest, ScoreResponse
-from teamsrl.serving.store import NAMESPACE, StorePaths, start_store, store_name
+from teamsrl.serving.store import NAMESPACE, StorePaths, start_store, store_name, store_paths
 
 api = FastAPI(title="teamsrl LLM", description="expert and reviewer roles of teamsrl")
 
@@ -273,6 +273,10 @@ def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"
     returns the app's handle."""
     serve.start(http_options={"host": serve_config.http_host, "port": serve_config.http_port})
     paths = StorePaths.of(llm_config, run_dir)
+    if store_paths(serve_config.app_name) not in (None, asdict(paths)):
+        # deployed for another run folder: its replicas hold that run's store, which
+        # start_store replaces; none of them may answer a request of this run
+        serve.delete(serve_config.app_name)
     start_store(serve_config.app_name, paths)
     app = LLMServer.options(
         num_replicas=serve_config.num_replicas,

@@ -195,6 +195,14 @@ def start_store(app_name: str, paths: StorePaths, timeout_s: float = 60.0):
     return store
 
 
+def store_paths(app_name: str, timeout_s: float = 60.0) -> dict | None:
+    """The files the app's running store serves (`asdict(StorePaths)`), None if none runs."""
+    import ray
+
+    store = _lookup(store_name(app_name))
+    return None if store is None else ray.get(store.info.remote(), timeout=timeout_s)["paths"]
+
+
 def stop_store(app_name: str, timeout_s: float = 60.0) -> None:
     """Kill the app's store actor (after `serve.delete(app)`; its files stay)."""
     import ray

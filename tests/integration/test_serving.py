@@ -156,8 +156,8 @@ def test_a_replica_runs_max_concurrent_batches_engine_batches_at_once(ray_serve,
 def test_the_app_deployed_again_for_another_run_folder_ledgers_into_that_folder(ray_serve,
                                                                                tmp_path):
     """Deploying an app for another run folder replaces its store; the replicas must follow
-    (they held the old, killed store: every request failed). The new folder's ledger counts
-    the new run's queries, the old one keeps its own."""
+    (they held the old, killed store: every request failed). Each folder's ledger counts its
+    own runs' queries and cache hits: first, second, then first again."""
     from ray import serve
 
     from teamsrl.config import load_config
@@ -170,7 +170,7 @@ def test_the_app_deployed_again_for_another_run_folder_ledgers_into_that_folder(
     _, _, shared = ray_serve
     app = "teamsrl-llm-redeploy"
     try:
-        for i, run in enumerate(("first", "second")):
+        for i, run in enumerate(("first", "second", "first")):
             config = load_config(None, [
                 f"run_dir={tmp_path / run}", *simulated_overrides(time_scale=0),
                 f"serving.app_name={app}", "serving.route_prefix=/redeploy",
@@ -181,6 +181,7 @@ def test_the_app_deployed_again_for_another_run_folder_ledgers_into_that_folder(
     finally:
         serve.delete(app)
         stop_store(app)
-    for i, run in enumerate(("first", "second")):
+    # first again: its 2 earlier requests come from its own cache, 2 new reach the engine
+    for run, queries, hits in (("first", 2 + 2, 2), ("second", 3, 0)):
         totals = QueryLedger(RunLayout.of(tmp_path / run).ledger).totals()
-        assert totals["expert"].queries == 2 + i, run
+        assert (totals["expert"].queries, totals["expert"].cache_hits) == (queries, hits), run
