@@ -2,7 +2,7 @@
 and no fragment sampled is dropped.
 
 The property is about scheduling, not text: the env is a 5-step toy whose one runner can be held
-at a gate (a Ray actor the test opens), on the session's local Ray (`ray_serve`).
+at a gate (a Ray actor the test opens), on a local Ray of its own (no Serve app: not needed).
 """
 
 from __future__ import annotations
@@ -34,6 +34,18 @@ class Gate:
 
     async def open(self) -> None:
         self.opened.set()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
 
 
 def gate_env(config):
@@ -74,7 +86,7 @@ def test_the_policy_config_picks_the_algorithm():
     assert build_ppo(load_config(None, []), 60.0, 0).algo_class is not AsyncPPO
 
 
-def test_a_held_runner_holds_back_no_update_and_its_fragment_is_trained_on_later(ray_serve):
+def test_a_held_runner_holds_back_no_update_and_its_fragment_is_trained_on_later(local_ray):
     import ray
     from ray import cloudpickle
     from ray.tune.registry import register_env
