@@ -121,9 +121,9 @@ class LLMServer:
         config = LLMConfig.model_validate(llm_config)
         engines = {r: _CountingEngine(e) for r, e in build_engines(config).items()}
         actor = ray.get_actor(store, namespace=NAMESPACE)
-        # The store's files are part of the deployment's arguments, so deploying the app for
-        # another run folder (which replaces the store) restarts its replicas; a replica that
-        # finds a store serving other files refuses to start.
+        # The store's files are part of the deployment's arguments: a replica that finds a
+        # store serving other files refuses to start (deploy() deletes an app deployed for
+        # another run folder before replacing its store, so this is a guard, not the fix).
         serving = ray.get(actor.info.remote())["paths"]
         if serving != store_paths:
             raise RuntimeError(f"store {store!r} serves {serving}, this replica was deployed "

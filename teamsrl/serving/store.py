@@ -172,11 +172,9 @@ def start_store(app_name: str, paths: StorePaths, timeout_s: float = 60.0):
     name = store_name(app_name)
     here = f"{socket.gethostname()} (Ray node {ray.get_runtime_context().get_node_id()[:12]})"
     checks = write_checks(paths)
-    store = _lookup(name)
-    if store is not None and ray.get(store.info.remote(), timeout=timeout_s)["paths"] != \
-            asdict(paths):
+    if store_paths(app_name, timeout_s) not in (None, asdict(paths)):
         stop_store(app_name, timeout_s)  # the app was redeployed for another run folder
-        store = None
+    store = _lookup(name)
     if store is None:
         store = ray.remote(RunStore).options(
             name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
