@@ -77,6 +77,11 @@ def point_summary(iterations: list[dict]) -> dict:
                        / max(1, sum(i["scores"] for i in measured))}}
 
 
+def mode_of(point: dict) -> str:
+    """A point's `policy.sampling` mode (points written before the key: sync)."""
+    return point.get("sampling", "sync")
+
+
 def sampling_modes(summary: dict) -> list[str]:
     """The `policy.sampling` modes a results file measured (files before the key: sync)."""
     return summary["sweep"].get("sampling", ["sync"])
@@ -85,7 +90,7 @@ def sampling_modes(summary: dict) -> list[str]:
 def _point(summary: dict, runners: int, envs: int, replicas: int, sampling: str = "sync"
            ) -> dict | None:
     return next((p for p in summary["points"] if (p["runners"], p["envs"], p["replicas"],
-                                                  p.get("sampling", "sync"))
+                                                  mode_of(p))
                  == (runners, envs, replicas, sampling)), None)
 
 
@@ -116,7 +121,7 @@ def _runner_goals(summary: dict, args, cores: int, mode: str) -> list[dict]:
     one = _point(summary, 1, e1, 1, mode)
     bend = knee(summary["engine"]["constants"])
     below = [p["runners"] for p in summary["points"] if p["envs"] == e1 and p["replicas"] == 1
-             and p.get("sampling", "sync") == mode and 1 < p["runners"] <= 8
+             and mode_of(p) == mode and 1 < p["runners"] <= 8
              and p["runners"] * e1 < bend]
     tag = f"{mode} sampling: "
     if one and below:
@@ -215,7 +220,7 @@ def print_table(summary: dict, args, cores: int) -> None:
           f"{'iter s':>7} " + " ".join(f"{LABELS[k][:9]:>9}" for k in PARTS)
           + f" {'model':>7} {'bound':>7} {'model∞':>7}")
     for p in summary["points"]:
-        mode = p.get("sampling", "sync")
+        mode = mode_of(p)
         one = _point(summary, 1, args.envs_per_runner, 1, mode)
         eff = (p["env_steps_per_s"] / (p["runners"] * p["envs"] * one["env_steps_per_s"])
                if one and p["replicas"] == 1 else float("nan"))
@@ -261,14 +266,14 @@ def plot(summary: dict, path: str) -> None:
                lambda p: (p["runners"], p["envs"]) == (ws, es)))
     for ax, key, label, keep in panels:
         for mode in sampling_modes(summary):
-            sel = sorted((p for p in pts if keep(p) and p.get("sampling", "sync") == mode),
+            sel = sorted((p for p in pts if keep(p) and mode_of(p) == mode),
                          key=lambda p: p[key])
             x = [p[key] for p in sel]
             ax.plot(x, [p["env_steps_per_s"] for p in sel], "o-", label=f"measured, {mode}")
             if key == "runners" and sel:
                 ax.plot(x, [sel[0]["env_steps_per_s"] * v / x[0] for v in x], ":",
                         label=f"linear from {mode}'s 1 runner")
-        sel = sorted((p for p in pts if keep(p) and p.get("sampling", "sync") == "sync"),
+        sel = sorted((p for p in pts if keep(p) and mode_of(p) == "sync"),
                      key=lambda p: p[key])
         x = [p[key] for p in sel]
         ax.plot(x, [p["model_here"] for p in sel], "s--", label="model, this machine")

@@ -469,10 +469,10 @@ def main() -> None:
         # the same run seed (the same first episodes) and each its own cache (run folder).
         sweep = [(w, args.envs_per_runner, 1) for w in args.runners]
         sweep += [(*args.saturation, r) for r in ([] if args.no_saturation else args.replicas)]
-        for (runners, envs, replicas), mode in itertools.product(sweep, args.sampling):
+        for (i, (runners, envs, replicas)), mode in itertools.product(enumerate(sweep),
+                                                                      args.sampling):
             p = run_point(args, os.path.join(run_dir, mode), runners, envs, replicas, sink,
-                          seed=SEED_STRIDE * (1 + sweep.index((runners, envs, replicas))),
-                          sampling=mode)
+                          seed=SEED_STRIDE * (1 + i), sampling=mode)
             points.append(p)
             print(f"{mode:>5} sampling, {runners:>3} runners x {envs} envs, {replicas} replica(s): "
                   f"{p['env_steps_per_s']:.1f} env "
