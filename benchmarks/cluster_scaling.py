@@ -228,11 +228,13 @@ def measure_proxy(args, run_dir: str) -> dict:
     for r in burst:
         r.result()
     rps = n / (time.perf_counter() - start)
+    lookups = handle.stats.remote().result().get("store_lookups")
     serve.delete(PROXY_APP)
     stop_store(PROXY_APP)
     return {k: statistics.median(r[k] for r in rounds)
             for k in ("added_ms_p50", "added_ms_p99", "handle_ms_p50")} | {
             "engine_cpu_ms": 1e3 * engine_s, "rps_ceiling": rps, "burst": n,
+            "store_lookups": lookups,
             "rounds": rounds, "latency_s": latency}
 
 

@@ -39,6 +39,14 @@ class ResponseCache:
         rows = [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()]
         self._store.write("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", rows)
 
+    def keys_since(self, seq: int) -> tuple[int, list[str]]:
+        """Keys stored after position `seq` (SQLite's rowid: 0 = all) and the last position
+        now (`seq` when nothing is newer): a reader that keeps the position it got sees each
+        key stored after it (a replaced key comes back once more, with a new position)."""
+        rows = self._store.read(
+            "SELECT rowid, key FROM responses WHERE rowid > ? ORDER BY rowid", (seq,))
+        return (rows[-1][0] if rows else seq), [k for _, k in rows]
+
     def __len__(self) -> int:
         return self._store.read("SELECT COUNT(*) FROM responses")[0][0]
 

@@ -34,6 +34,13 @@ class ServeConfig(BaseModel):
     max_ongoing_requests: int = Field(32, ge=1, description="requests a replica accepts at once; "
                                       ">= max_batch_size x (max_concurrent_batches + 1), so the "
                                       "running batches are full and one more can fill")
+    cache_sync_s: float = Field(1.0, ge=0, description="a replica asks the store for cached "
+                                "responses only for keys it knows the store holds, learnt with "
+                                "each of its commits and, when it has heard nothing for this "
+                                "long, once before a lookup: so a response another replica "
+                                "cached less than this long ago can miss (asked and counted "
+                                "again). 0: ask the store for every batch's keys (exact; one "
+                                "round trip more per batch of new requests)")
     request_timeout_s: float = Field(300.0, gt=0, description="a caller gives up on one LLM "
                                      "request after this long")
     timeout_retries: int = Field(1, ge=0, le=10, description="times a request that timed out "

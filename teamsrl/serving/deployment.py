@@ -5,8 +5,9 @@ a replica one by one and are grouped by `@serve.batch` into engine batches, of w
 runs `max_concurrent_batches` per kind at once (more than 1 only for engines that batch requests
 themselves, a vLLM server or its simulation: `ServeConfig`). Each replica runs an
 `LLMClient` over its engines whose content-addressed cache and query ledger are the run's store
-actor (`teamsrl.serving.store`, the files' only writer): one cache lookup per batch, one commit
-of the batch's ledger row and responses before the replica answers. So with any number of
+actor (`teamsrl.serving.store`, the files' only writer): a cache lookup for a batch only when
+the store holds some of its keys (the replica knows which: `StoreClient`), one commit of the
+batch's ledger row and responses before the replica answers. So with any number of
 replicas on any nodes every caller shares one cache and one ledger. An OpenAI-compatible
 `POST /v1/chat/completions` route serves outside clients from the same replicas (model = a role
 name or the role's model id); `stream: true` gets server-sent events in OpenAI's chunk format,
@@ -111,7 +112,7 @@ class LLMServer:
 
     def __init__(self, llm_config: dict, store: str, store_paths: dict, stage: str,
                  max_batch_size: int, batch_wait_timeout_s: float,
-                 max_concurrent_batches: int) -> None:
+                 max_concurrent_batches: int, cache_sync_s: float) -> None:
         import ray
 
         from teamsrl.llm.client import LLMClient, build_engines
@@ -128,7 +129,7 @@ class LLMServer:
         if serving != store_paths:
             raise RuntimeError(f"store {store!r} serves {serving}, this replica was deployed "
                                f"for {store_paths}")
-        shared = StoreClient(actor, stage)
+        shared = StoreClient(actor, stage, sync_s=cache_sync_s)
         self.client = LLMClient(engines, cache=shared if config.cache.enabled else None,
                                 ledger=shared, specs={"expert": config.expert,
                                                       "reviewer": config.reviewer})
@@ -182,7 +183,8 @@ class LLMServer:
         requests its engines ran per role and kind (cache misses; counted in the engine calls,
         not from the ledger), engine calls running now, the most calls each role's engine ran
         at once (above 1 only when batches overlap: chat beside score, or
-        `max_concurrent_batches` > 1), its process id and Ray node."""
+        `max_concurrent_batches` > 1), the cache lookups it sent to the store or skipped (no
+        key known to be cached: `StoreClient`), its process id and Ray node."""
         import ray
 
         return {"batch_sizes": dict(self.batch_sizes), "pid": os.getpid(),
@@ -190,7 +192,8 @@ class LLMServer:
                 "engine_requests": {r: dict(e.requests) for r, e in self.client.engines.items()},
                 "engine_running": sum(e.running for e in self.client.engines.values()),
                 "engine_running_peak": {r: e.running_peak
-                                        for r, e in self.client.engines.items()}}
+                                        for r, e in self.client.engines.items()},
+                "store_lookups": dict(self.client.ledger.lookups)}
 
     def roles(self) -> dict[str, str]:
         """Role -> model id."""
@@ -287,5 +290,5 @@ def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"
     ).bind(llm_config.model_dump(mode="json"), store_name(serve_config.app_name),
            asdict(paths), stage,
            serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
-           serve_config.max_concurrent_batches)
+           serve_config.max_concurrent_batches, serve_config.cache_sync_s)
     return serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix)

@@ -4,15 +4,20 @@ Why one store actor. With N `LLMServer` replicas on different nodes, one SQLite 
 per replica fragments the ledger (the figure the headline rests on) and lets a repeated request
 miss the cache because it landed on another replica. Here one named, detached actor
 (`teamsrl-store-<app>`, namespace `teamsrl`) is the only process that opens the two files; every
-replica asks it once per engine batch for the cached responses (`get_many`) and, after the
-engine call, commits the batch's ledger row and its new responses in one call (`commit`) before
-the replica answers anyone. So the cache and the ledger are exact cluster-wide whatever replica
-a request lands on, a SIGKILLed replica loses no committed row (it never held any), and
-`ServeLLMClient.ledger`, the generation summary and `teamsrl compare` read the same figures.
-It costs two actor round trips per engine batch (not per request), while a GPU batch takes
-seconds. Measured on the 2-core machine at load ~12 (1, 3 and 6 Ray tasks each looping
-`get_many` + `commit` of 8-request batches, 300-token prompts, 64-token answers): 2.7 ms per
-batch for one caller, and the store served 120-220 batches/s, 1,000-1,700 requests/s, whatever
+replica asks it for the cached responses of an engine batch (`get_many`) when it knows the store
+holds some of the batch's keys (each replica keeps the keys' 64-bit tags, learnt with the
+replies to its commits: `StoreClient`), and, after the engine call, commits the batch's ledger
+row and its new responses in one call (`commit`) before the replica answers anyone. So the
+ledger is exact cluster-wide whatever replica a request lands on, a SIGKILLed replica loses no
+committed row (it never held any), and `ServeLLMClient.ledger`, the generation summary and
+`teamsrl compare` read the same figures; the cache serves every response cached more than
+`serving.cache_sync_s` (1 s) before the request, on any replica (0: every response). It costs
+one actor round trip per engine batch of new requests, two when some are cached (not per
+request), while a GPU batch takes seconds; the lookup skipped for new requests was ~3 of the
+~12 ms the Serve path added per request on the 2-core machine (issue 17's proxy figure).
+The store's capacity, measured on the 2-core machine at load ~12 (1, 3 and 6 Ray tasks each
+looping `get_many` + `commit` of 8-request batches, 300-token prompts, 64-token answers): 2.7 ms
+per batch for one caller, and the store served 120-220 batches/s, 1,000-1,700 requests/s, whatever
 the number of callers: the request rate of some 25-85 GPUs at the simulated vLLM engine's
 ceiling (~2,500 tokens/s, 64-128-token answers: 20-40 requests/s each), far above the paper's
 run; beyond that, N store actors partitioned by cache key would scale it. The other design
@@ -42,7 +47,9 @@ folders on a cluster belong on storage every node mounts at the same path (clust
 
 from __future__ import annotations
 
+import hashlib
 import socket
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -146,13 +153,23 @@ class RunStore:
         """Cached responses among `keys`."""
         return self.cache.get_many(keys) if self.cache is not None else {}
 
-    def commit(self, batch: str, items: dict[str, dict], role: str, kind: str, counts: dict
-               ) -> None:
+    def tags_since(self, seq: int) -> tuple[int, list[int]]:
+        """`key_tag`s of the responses cached after position `seq` (0 = all), and the
+        position now: what a replica's `StoreClient` adds to the keys it knows."""
+        if self.cache is None:
+            return seq, []
+        seq, keys = self.cache.keys_since(seq)
+        return seq, [key_tag(k) for k in keys]
+
+    def commit(self, batch: str, items: dict[str, dict], role: str, kind: str, counts: dict,
+               since: int | None = None) -> tuple[int, list[int]] | None:
         """One engine batch: its ledger row (ignored if `batch` is already recorded), then its
-        new responses."""
+        new responses; with `since`, returns `tags_since(since)` (this batch's keys and every
+        other replica's since then), in the same round trip."""
         self.ledger.record(role, kind, batch=batch, **counts)
         if items and self.cache is not None:
             self.cache.put_many(items)
+        return None if since is None else self.tags_since(since)
 
     def totals(self, stage: str | None = None) -> dict[str, RoleTotals]:
         """Per-role ledger totals, optionally of one stage."""
@@ -233,30 +250,65 @@ def _where() -> str:
     return f"{socket.gethostname()} (Ray node {node[:12]})"
 
 
+def key_tag(key: str) -> int:
+    """A cache key's 64-bit tag (the same in every process, unlike `hash`)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
 class StoreClient:
     """An `LLMClient`'s cache *and* ledger inside a replica, both served by the store actor.
 
-    `LLMClient` sees that its cache is its ledger and commits an engine batch with
+    Lookups. The client keeps the tags (`key_tag`) of every key the store holds, learnt when it
+    starts (all of them), with the reply to each of its commits (the keys every replica cached
+    since its previous commit) and, when it has not heard from the store for `sync_s` seconds,
+    with one call before a lookup. `get_many` asks the store only for keys whose tag it knows:
+    a batch of new requests (the common case: each env step's rewrite is new) costs no round
+    trip before the engine. The price: a response another replica cached less than `sync_s`
+    ago, and after this replica's last commit, can miss here; it is then asked of the engine
+    again, and counted again (the ledger counts engine calls; exactness of the ledger does not
+    depend on the tags). With one replica every key is known when cached. `sync_s` 0 asks the
+    store for every batch's keys (exact, one round trip more per batch). Memory: a Python int
+    in a set per cached response (~70 bytes: 70 MB a replica for a million cached responses).
+
+    Commits. `LLMClient` sees that its cache is its ledger and commits an engine batch with
     `commit(new responses, counts)`: one call to the store, which records the ledger row and
     then caches the responses, and the replica answers only after it returns. `record` (a
     replica with its cache off) commits the row alone.
     """
 
-    def __init__(self, store, stage: str) -> None:
+    def __init__(self, store, stage: str, sync_s: float = 1.0) -> None:
         self.store = store
         self.stage = stage  # the ledger stage of calls that name none (QueryLedger's default)
+        self.sync_s = sync_s
+        self.lookups = {"asked": 0, "skipped": 0}  # get_many calls sent to the store or not
+        self._known: set[int] = set()  # tags of the keys the store held at position _seq
+        self._seq = 0
+        self._synced = 0.0  # time.monotonic() of the last reply that carried tags
+        self._lock = threading.Lock()
+        self._learn(self._wait(self.store.tags_since.remote(0)))
 
     # ---- the ResponseCache side
     def get_many(self, keys: list[str]) -> dict[str, dict]:
-        """Cached responses among `keys` (one round trip to the store)."""
-        return self._wait(self.store.get_many.remote(keys))
+        """Cached responses among `keys`: one round trip to the store if any key's tag is
+        known, none otherwise (plus one to learn new tags when the last is `sync_s` old)."""
+        if self.sync_s == 0:
+            asked = keys
+        else:
+            if time.monotonic() - self._synced >= self.sync_s:
+                self._learn(self._wait(self.store.tags_since.remote(self._seq)))
+            asked = [k for k in keys if key_tag(k) in self._known]
+        with self._lock:
+            self.lookups["asked" if asked else "skipped"] += 1
+        return self._wait(self.store.get_many.remote(asked)) if asked else {}
 
     # ---- the QueryLedger side
     def commit(self, items: dict[str, dict], role: str, kind: str, *, stage: str | None = None,
                **counts) -> None:
-        """Commit one engine batch: its ledger row, then its new responses, in one call."""
+        """Commit one engine batch: its ledger row, then its new responses, in one call (whose
+        reply brings the tags of the keys cached since the last)."""
         counts["stage"] = stage or self.stage
-        self._wait(self.store.commit.remote(uuid.uuid4().hex, items, role, kind, counts))
+        self._learn(self._wait(self.store.commit.remote(uuid.uuid4().hex, items, role, kind,
+                                                        counts, self._seq)))
 
     def record(self, role: str, kind: str, **counts) -> None:
         """Commit one batch's ledger row (no responses to cache)."""
@@ -272,6 +324,16 @@ class StoreClient:
 
     def close(self) -> None:
         """Nothing to close: the store actor owns the files."""
+
+    def _learn(self, reply: tuple[int, list[int]]) -> None:
+        # Replies of concurrent batches may arrive out of order: each covers (the position it
+        # was asked from, its position], and every key up to _seq is known, so the union of
+        # the tags with the larger position keeps that true.
+        seq, tags = reply
+        with self._lock:
+            self._known.update(tags)
+            self._seq = max(self._seq, seq)
+            self._synced = time.monotonic()
 
     def _wait(self, ref):
         import ray

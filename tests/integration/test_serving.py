@@ -185,3 +185,45 @@ def test_the_app_deployed_again_for_another_run_folder_ledgers_into_that_folder(
     for run, queries, hits in (("first", 2 + 2, 2), ("second", 3, 0)):
         totals = QueryLedger(RunLayout.of(tmp_path / run).ledger).totals()
         assert (totals["expert"].queries, totals["expert"].cache_hits) == (queries, hits), run
+
+
+def test_a_replica_asks_the_store_only_for_keys_it_knows_are_cached(ray_serve, tmp_path):
+    """`StoreClient` (a replica's cache): it knows the keys cached before it started, learns
+    other replicas' keys with the reply to its own commit, sends no lookup for a batch of keys
+    it does not know, and with sync_s 0 asks for every batch. The store counts the lookups
+    it receives itself."""
+    import ray
+
+    from teamsrl.llm.config import LLMConfig
+    from teamsrl.serving.store import RunStore, StoreClient, StorePaths, write_checks
+
+    class CountingStore(RunStore):
+        lookups = 0
+
+        def get_many(self, keys):
+            self.lookups += 1
+            return super().get_many(keys)
+
+        def lookup_count(self):
+            return self.lookups
+
+    paths = StorePaths.of(LLMConfig(), tmp_path)
+    store = ray.remote(CountingStore).options(num_cpus=0).remote(paths, write_checks(paths), "t")
+    ray.get(store.commit.remote("b0", {"k0": {"text": "v0"}}, "expert", "chat", {"queries": 1}))
+    looked = lambda: ray.get(store.lookup_count.remote())  # noqa: E731
+    a, b = (StoreClient(store, "t", sync_s=3600) for _ in range(2))  # no refresh by time
+    assert a.get_many(["new"]) == {} and looked() == 0  # unknown key: no round trip
+    assert a.get_many(["k0", "new"]) == {"k0": {"text": "v0"}} and looked() == 1
+    a.commit({"k1": {"text": "v1"}}, "expert", "chat", queries=1)
+    assert b.get_many(["k1"]) == {} and looked() == 1  # cached since b last heard: a miss
+    b.commit({"k2": {"text": "v2"}}, "expert", "chat", queries=1)  # ... whose reply tells b
+    assert b.get_many(["k1", "k2"]) == {"k1": {"text": "v1"}, "k2": {"text": "v2"}}
+    exact = StoreClient(store, "t", sync_s=0)
+    a.commit({"k3": {"text": "v3"}}, "expert", "chat", queries=1)
+    assert exact.get_many(["k3"]) == {"k3": {"text": "v3"}}
+    assert exact.get_many(["never"]) == {} and looked() == 4  # asked all the same
+    assert (a.lookups, b.lookups, exact.lookups) == ({"asked": 1, "skipped": 1},
+                                                     {"asked": 1, "skipped": 1},
+                                                     {"asked": 2, "skipped": 0})
+    assert ray.get(store.totals.remote())["expert"].queries == 4
+    ray.kill(store)
