@@ -1,7 +1,8 @@
 """The Serve path's latency per request under two configurations, side by side (issue 17).
 
-    .venv/bin/python benchmarks/proxy_ab.py [--a serving.cache_sync_s=0] [--b serving.cache_sync_s=1]
-        [--requests 300] [--rounds 5] [--out benchmarks/results/proxy_ab.json]
+    .venv/bin/python benchmarks/proxy_ab.py [--a serving.cache_sync_s=0]
+        [--b serving.cache_sync_s=1] [--requests 300] [--rounds 5]
+        [--out benchmarks/results/proxy_ab.json]
 
 Two LLM apps on one local Ray (2 CPUs), deployed with the same settings as
 `cluster_scaling.py`'s proxy step (SIMULATED engines at time scale 0, no batch wait, one
@@ -105,8 +106,6 @@ def main() -> None:
           f"in {summary['rounds_b_faster']} of {len(rounds)} rounds; store lookups "
           f"{summary['store_lookups']}")
     results.write(summary=summary, raw={"latency_s": latency})
-    if args.out:
-        print(f"results: {args.out}")
 
 
 if __name__ == "__main__":
