@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/cluster_scaling.py [--quick] [--runners 1,2,4,8]
         [--envs-per-runner 1] [--saturation 16x8] [--replicas 1,2,4] [--max-batch 32]
         [--concurrent-batches 32] [--batch-wait 0] [--max-num-seqs 32] [--time-scale 2]
-        [--iterations 3] [--proxy-requests 300] [--proxy-rounds 5] [--proxy-only]
-        [--prefill-s-per-token S] [--no-saturation] [--sampling sync,async]
+        [--iterations 3] [--saturation-iterations N] [--proxy-requests 300] [--proxy-rounds 5]
+        [--proxy-only] [--prefill-s-per-token S] [--no-saturation] [--sampling sync,async]
         [--out benchmarks/results/cluster_scaling.json]
 
 A `ray.cluster_utils.Cluster` of virtual nodes on this machine (a head with the driver, PPO's
@@ -296,7 +296,7 @@ def engine_ceiling(config, shapes: Shapes, callers: int, seconds: float = 30.0,
 
 
 def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, seed: int,
-              sampling: str) -> dict:
+              sampling: str, iterations: int) -> dict:
     """Deploy `replicas`, train PPO with `runners` env runners; per-iteration timings. Every
     (runners, envs, replicas) has its own run seed and every sampling mode its own run folder:
     a cache must not answer a point from an earlier one (`cache_hits` says it did not)."""
@@ -327,9 +327,9 @@ def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, 
             learn.append(time.perf_counter() - start)
 
     algo.learner_group.update = timed_update
-    iterations, carry, since = [], [], None
+    measured, carry, since = [], [], None
     try:
-        for it in range(args.iterations):
+        for it in range(iterations):
             start = time.perf_counter()
             result = algo.train()
             wall, end = time.perf_counter() - start, time.time()
@@ -340,14 +340,14 @@ def run_point(args, run_dir: str, runners: int, envs: int, replicas: int, sink, 
             records = [r for r in records if r["end"] <= end]
             window, since = (end - since if since is not None else wall), end
             steps = int(result["env_runners"].get("num_env_steps_sampled", 0))
-            iterations.append({"warmup": it == 0, "wall_s": wall, "learn_s": learn[-1],
+            measured.append({"warmup": it == 0, "wall_s": wall, "learn_s": learn[-1],
                                "window_s": window, "trained_env_steps": steps,
                                **step_split(records, wall, learn[-1])})
     finally:
         algo.stop()
     return {"runners": runners, "envs": envs, "replicas": replicas, "sampling": sampling,
             "build_s": build_s, "cache_hits": _hits(handle, STAGE) - hits_before,
-            "iterations": iterations, **point_summary(iterations)}
+            "iterations": measured, **point_summary(measured)}
 
 
 def _hits(handle, stage: str) -> int:
@@ -403,6 +403,9 @@ def main() -> None:
                         "keeps the engine's ceiling below what 2 cores can feed)")
     parser.add_argument("--iterations", type=int, default=3,
                         help="PPO iterations per point; the first is a warm-up, not counted")
+    parser.add_argument("--saturation-iterations", type=int, default=None,
+                        help="PPO iterations per saturation point (default: --iterations; a "
+                        "16 x 8 iteration on one replica takes ~2 min here)")
     parser.add_argument("--proxy-requests", type=int, default=300, help="sequential requests "
                         "for the proxy latency (4x that in the requests/s burst)")
     parser.add_argument("--proxy-rounds", type=int, default=5, help="rounds of "
@@ -423,10 +426,11 @@ def main() -> None:
         args.proxy_rounds = 2
         args.max_num_seqs = 8
     if min(args.runners + args.replicas + list(args.saturation)) < 1 or args.iterations < 2 \
-            or args.time_scale <= 0:
+            or (args.saturation_iterations or 2) < 2 or args.time_scale <= 0:
         parser.error(f"--runners {args.runners}, --replicas {args.replicas}, --iterations "
-                     f"{args.iterations}, --time-scale {args.time_scale}: expected counts >= 1,"
-                     " iterations >= 2 (one warm-up), time scale > 0")
+                     f"{args.iterations}, --saturation-iterations {args.saturation_iterations}, "
+                     f"--time-scale {args.time_scale}: expected counts >= 1, iterations >= 2 "
+                     "(one warm-up), time scale > 0")
     results = ResultsFile(args.out, vars(args))
     with socket.socket() as s:  # Serve's HTTP proxy: a free port, not a shared 8000
         s.bind(("127.0.0.1", 0))
@@ -469,12 +473,13 @@ def main() -> None:
             return
         # The modes interleaved point by point (the machine's drift falls on both alike), with
         # the same run seed (the same first episodes) and each its own cache (run folder).
-        sweep = [(w, args.envs_per_runner, 1) for w in args.runners]
-        sweep += [(*args.saturation, r) for r in ([] if args.no_saturation else args.replicas)]
-        for (i, (runners, envs, replicas)), mode in itertools.product(enumerate(sweep),
-                                                                      args.sampling):
+        sweep = [(w, args.envs_per_runner, 1, args.iterations) for w in args.runners]
+        sweep += [(*args.saturation, r, args.saturation_iterations or args.iterations)
+                  for r in ([] if args.no_saturation else args.replicas)]
+        for (i, (runners, envs, replicas, its)), mode in itertools.product(enumerate(sweep),
+                                                                           args.sampling):
             p = run_point(args, os.path.join(run_dir, mode), runners, envs, replicas, sink,
-                          seed=SEED_STRIDE * (1 + i), sampling=mode)
+                          seed=SEED_STRIDE * (1 + i), sampling=mode, iterations=its)
             points.append(p)
             print(f"{mode:>5} sampling, {runners:>3} runners x {envs} envs, {replicas} replica(s): "
                   f"{p['env_steps_per_s']:.1f} env "
