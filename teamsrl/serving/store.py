@@ -13,8 +13,9 @@ committed row (it never held any), and `ServeLLMClient.ledger`, the generation s
 `teamsrl compare` read the same figures; the cache serves every response cached more than
 `serving.cache_sync_s` (1 s) before the request, on any replica (0: every response). It costs
 one actor round trip per engine batch of new requests, two when some are cached (not per
-request), while a GPU batch takes seconds; the lookup skipped for new requests was ~3 of the
-~12 ms the Serve path added per request on the 2-core machine (issue 17's proxy figure).
+request), while a GPU batch takes seconds; skipping the lookup for new requests took the Serve
+path from 8.09 to 6.87 ms p50 a request on the 2-core machine (`benchmarks/proxy_ab.py`,
+`benchmarks/results/proxy_ab_cache_tags.json`).
 The store's capacity, measured on the 2-core machine at load ~12 (1, 3 and 6 Ray tasks each
 looping `get_many` + `commit` of 8-request batches, 300-token prompts, 64-token answers): 2.7 ms
 per batch for one caller, and the store served 120-220 batches/s, 1,000-1,700 requests/s, whatever
