@@ -16,16 +16,17 @@ one actor round trip per engine batch of new requests, two when some are cached 
 request), while a GPU batch takes seconds; skipping the lookup for new requests took the Serve
 path from 8.09 to 6.87 ms p50 a request on the 2-core machine (`benchmarks/proxy_ab.py`,
 `benchmarks/results/proxy_ab_cache_tags.json`).
-The store's capacity, measured on the 2-core machine at load ~12 (1, 3 and 6 Ray tasks each
-looping `get_many` + `commit` of 8-request batches, 300-token prompts, 64-token answers): 2.7 ms
-per batch for one caller, and the store served 120-220 batches/s, 1,000-1,700 requests/s, whatever
-the number of callers: the request rate of some 25-85 GPUs at the simulated vLLM engine's
-ceiling (~2,500 tokens/s, 64-128-token answers: 20-40 requests/s each), far above the paper's
-run; beyond that, N store actors partitioned by cache key would scale it. The other design
-(route requests to replicas by cache key with a Serve `RequestRouter`, per-replica ledger shards
-merged on read) was not chosen: it ties load balancing to key hashes (a hot replica cannot shed
-load), re-partitions the cache whenever the replica count changes, and still needs a merge for
-every ledger read.
+The store's capacity (`benchmarks/store_throughput.py`, `benchmarks/results/store_throughput.json`:
+1, 3 and 6 callers, each a replica's `StoreClient` looping batches of 8 new requests with
+64-token answers, on the 2-core machine): 626, 840 and 854 batches/s, up to ~6,800 requests/s,
+with the lookup skipped (one caller's batch 1.29 ms p50); 348, 548 and 538 batches/s with a
+lookup every batch (2.42 ms). That is the request rate of some 170-340 GPUs at the simulated
+vLLM engine's ceiling (~2,500 tokens/s, 64-128-token answers: 20-40 requests/s each), far above
+the paper's run; beyond that, N store actors partitioned by cache key would scale it. The other
+design (route requests to replicas by cache key with a Serve `RequestRouter`, per-replica ledger
+shards merged on read) was not chosen: it ties load balancing to key hashes (a hot replica
+cannot shed load), re-partitions the cache whenever the replica count changes, and still needs
+a merge for every ledger read.
 
 Exactness details. `commit` writes the ledger row first (then the responses), under a batch id:
 the actor restarts (`max_restarts=-1`) and Ray retries an interrupted call
