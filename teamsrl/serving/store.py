@@ -287,7 +287,8 @@ class StoreClient:
         self._seq = 0
         self._synced = 0.0  # time.monotonic() of the last reply that carried tags
         self._lock = threading.Lock()
-        self._learn(self._wait(self.store.tags_since.remote(0)))
+        if sync_s:  # with 0 every lookup goes to the store: no tags to keep
+            self._learn(self._wait(self.store.tags_since.remote(0)))
 
     # ---- the ResponseCache side
     def get_many(self, keys: list[str]) -> dict[str, dict]:
@@ -307,10 +308,13 @@ class StoreClient:
     def commit(self, items: dict[str, dict], role: str, kind: str, *, stage: str | None = None,
                **counts) -> None:
         """Commit one engine batch: its ledger row, then its new responses, in one call (whose
-        reply brings the tags of the keys cached since the last)."""
+        reply brings the tags of the keys cached since the last, unless `sync_s` is 0)."""
         counts["stage"] = stage or self.stage
-        self._learn(self._wait(self.store.commit.remote(uuid.uuid4().hex, items, role, kind,
-                                                        counts, self._seq)))
+        since = self._seq if self.sync_s else None  # None: the store sends no tags back
+        reply = self._wait(self.store.commit.remote(uuid.uuid4().hex, items, role, kind, counts,
+                                                    since))
+        if reply is not None:
+            self._learn(reply)
 
     def record(self, role: str, kind: str, **counts) -> None:
         """Commit one batch's ledger row (no responses to cache)."""
