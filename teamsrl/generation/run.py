@@ -207,6 +207,7 @@ class _Shard:
 
         cfg = validate(config, source="<generate shard>")
         client = ServeLLMClient.connect(cfg.serving.app_name, cfg.llm,
+                                        transport=cfg.serving.transport,
                                         timeout_s=cfg.serving.request_timeout_s, stage=stage)
         self.generator = BatchGenerator(cfg, policy, client, stage)
 

@@ -58,6 +58,7 @@ def make_env(env_config):
     num_envs = cfg.pop("num_envs", None)
     experiment = validate(cfg, source="<env config>")
     client = ServeLLMClient.connect(app, experiment.llm, stage=STAGE,
+                                    transport=experiment.serving.transport,
                                     timeout_s=experiment.serving.request_timeout_s,
                                     timeout_retries=experiment.serving.timeout_retries)
     worker = int(getattr(env_config, "worker_index", 0) or 0)  # RLlib's EnvContext

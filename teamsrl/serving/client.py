@@ -63,11 +63,16 @@ class ServeLLMClient:
         self.node = _node_id()
 
     @classmethod
-    def connect(cls, app_name: str, llm_config: LLMConfig, **kwargs) -> ServeLLMClient:
-        """Attach to a running app by name (from any process of the Ray cluster)."""
+    def connect(cls, app_name: str, llm_config: LLMConfig, transport: str = "grpc",
+                **kwargs) -> ServeLLMClient:
+        """Attach to a running app by name (from any process of the Ray cluster), sending
+        requests over `transport` (`ServeConfig.transport`)."""
         from ray import serve
 
-        return cls(serve.get_app_handle(app_name), llm_config, **kwargs)
+        from teamsrl.serving.deployment import with_transport
+
+        return cls(with_transport(serve.get_app_handle(app_name), transport), llm_config,
+                   **kwargs)
 
     @property
     def roles(self) -> list[str]:

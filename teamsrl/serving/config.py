@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Engines that queue and batch requests themselves (a vLLM server, or its latency model): a
@@ -41,6 +43,12 @@ class ServeConfig(BaseModel):
                                 "cached less than this long ago can miss (asked and counted "
                                 "again). 0: ask the store for every batch's keys (exact; one "
                                 "round trip more per batch of new requests)")
+    transport: Literal["grpc", "actor"] = Field(
+        "grpc", description="how callers' requests reach a replica: 'grpc', Serve's "
+        "interdeployment gRPC transport (each caller holds a gRPC channel to each replica; "
+        "the request and its answer travel in the call, not through Ray's object store), or "
+        "'actor', Ray actor calls (Serve's default, 'by reference'). A request's ledger row "
+        "and its cached response are committed by the replica before it answers either way")
     request_timeout_s: float = Field(300.0, gt=0, description="a caller gives up on one LLM "
                                      "request after this long")
     timeout_retries: int = Field(1, ge=0, le=10, description="times a request that timed out "

@@ -273,7 +273,7 @@ class LLMServer:
 def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"):
     """Start Serve (HTTP on `serve_config.http_host`), the run's cache-and-ledger store (which
     must see this process's run folder: `SharedStorageError` otherwise) and the LLM app;
-    returns the app's handle."""
+    returns the app's handle, sending requests over `serve_config.transport`."""
     serve.start(http_options={"host": serve_config.http_host, "port": serve_config.http_port})
     paths = StorePaths.of(llm_config, run_dir)
     if store_paths(serve_config.app_name) not in (None, asdict(paths)):
@@ -291,4 +291,14 @@ def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"
            asdict(paths), stage,
            serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
            serve_config.max_concurrent_batches, serve_config.cache_sync_s)
-    return serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix)
+    return with_transport(
+        serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix),
+        serve_config.transport)
+
+
+def with_transport(handle, transport: str):
+    """`handle` sending its requests the way `ServeConfig.transport` names: 'grpc' (Serve's
+    interdeployment gRPC: `_by_reference=False`) or 'actor' (Ray actor calls)."""
+    if transport not in ("grpc", "actor"):
+        raise ValueError(f"serving.transport = {transport!r}: expected 'grpc' or 'actor'")
+    return handle.options(_by_reference=transport == "actor")

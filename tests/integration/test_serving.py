@@ -59,6 +59,21 @@ def test_callers_in_other_processes_share_one_ledger(ray_serve):
     assert totals["expert"].queries == 6
 
 
+def test_requests_travel_over_the_configured_transport(ray_serve):
+    """serving.transport 'grpc' (the default) sends each request over Serve's gRPC channel to
+    the replica, 'actor' as a Ray actor call; deploy()'s handle and connect()'s follow it."""
+    handle, config, serve_config = ray_serve
+    assert serve_config.transport == "grpc"
+    assert handle.roles.remote().by_reference is False
+    roles = {r: s.model for r, s in (("expert", config.llm.expert),
+                                     ("reviewer", config.llm.reviewer))}
+    for transport, by_reference in (("grpc", False), ("actor", True)):
+        client = ServeLLMClient.connect(serve_config.app_name, config.llm, transport=transport)
+        response = client.handle.roles.remote()
+        assert response.by_reference is by_reference, transport
+        assert response.result() == roles
+
+
 def test_openai_package_gets_a_completion_from_loopback(ray_serve):
     import openai
 
