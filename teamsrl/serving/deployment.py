@@ -112,7 +112,8 @@ class LLMServer:
 
     def __init__(self, llm_config: dict, store: str, store_paths: dict, stage: str,
                  max_batch_size: int, batch_wait_timeout_s: float,
-                 max_concurrent_batches: int, cache_sync_s: float) -> None:
+                 max_concurrent_batches: int, cache_sync_s: float,
+                 store_channel: str) -> None:
         import ray
 
         from teamsrl.llm.client import LLMClient, build_engines
@@ -129,7 +130,7 @@ class LLMServer:
         if serving != store_paths:
             raise RuntimeError(f"store {store!r} serves {serving}, this replica was deployed "
                                f"for {store_paths}")
-        shared = StoreClient(actor, stage, sync_s=cache_sync_s)
+        shared = StoreClient(actor, stage, sync_s=cache_sync_s, channel=store_channel)
         self.client = LLMClient(engines, cache=shared if config.cache.enabled else None,
                                 ledger=shared, specs={"expert": config.expert,
                                                       "reviewer": config.reviewer})
@@ -290,7 +291,8 @@ def deploy(llm_config, serve_config, run_dir: str | Path, stage: str = "default"
     ).bind(llm_config.model_dump(mode="json"), store_name(serve_config.app_name),
            asdict(paths), stage,
            serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
-           serve_config.max_concurrent_batches, serve_config.cache_sync_s)
+           serve_config.max_concurrent_batches, serve_config.cache_sync_s,
+           serve_config.store_channel)
     return with_transport(
         serve.run(app, name=serve_config.app_name, route_prefix=serve_config.route_prefix),
         serve_config.transport)

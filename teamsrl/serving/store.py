@@ -135,13 +135,23 @@ def verify_checks(checks: dict[str, str], written_on: str) -> None:
 
 
 class RunStore:
-    """The Ray actor body: the only writer of the run's cache and ledger (one call at a time)."""
+    """The Ray actor body: the only writer of the run's cache and ledger (one call at a time).
+
+    Replicas reach its per-batch calls (`get_many`, `commit`, `tags_since`) over the store's
+    own socket (`_Channel`); everything else, and the socket's address, over Ray."""
 
     def __init__(self, paths: StorePaths, checks: dict[str, str], written_on: str) -> None:
         verify_checks(checks, written_on)  # also when Ray restarts the store on another node
         self.paths = paths
         self.cache = ResponseCache(paths.cache) if paths.cache else None
         self.ledger = QueryLedger(paths.ledger)
+        self._lock = threading.Lock()  # Ray's calls (one thread) beside the socket's threads
+        self._channel = _Channel({"get_many": self.get_many, "commit": self.commit,
+                                  "tags_since": self.tags_since}, self._lock)
+
+    def channel(self) -> tuple[tuple[str, int], bytes]:
+        """The socket's address and its key (handed out over Ray, whose token guards it)."""
+        return self._channel.address, self._channel.authkey
 
     def info(self) -> dict:
         """The store's files and where it runs."""
@@ -153,11 +163,16 @@ class RunStore:
 
     def get_many(self, keys: list[str]) -> dict[str, dict]:
         """Cached responses among `keys`."""
-        return self.cache.get_many(keys) if self.cache is not None else {}
+        with self._lock:
+            return self.cache.get_many(keys) if self.cache is not None else {}
 
     def tags_since(self, seq: int) -> tuple[int, list[int]]:
         """`key_tag`s of the responses cached after position `seq` (0 = all), and the
         position now: what a replica's `StoreClient` adds to the keys it knows."""
+        with self._lock:
+            return self._tags_since(seq)
+
+    def _tags_since(self, seq: int) -> tuple[int, list[int]]:
         if self.cache is None:
             return seq, []
         seq, keys = self.cache.keys_since(seq)
@@ -168,18 +183,78 @@ class RunStore:
         """One engine batch: its ledger row (ignored if `batch` is already recorded), then its
         new responses; with `since`, returns `tags_since(since)` (this batch's keys and every
         other replica's since then), in the same round trip."""
-        self.ledger.record(role, kind, batch=batch, **counts)
-        if items and self.cache is not None:
-            self.cache.put_many(items)
-        return None if since is None else self.tags_since(since)
+        with self._lock:
+            self.ledger.record(role, kind, batch=batch, **counts)
+            if items and self.cache is not None:
+                self.cache.put_many(items)
+            return None if since is None else self._tags_since(since)
 
     def totals(self, stage: str | None = None) -> dict[str, RoleTotals]:
         """Per-role ledger totals, optionally of one stage."""
-        return self.ledger.totals(stage=stage)
+        with self._lock:
+            return self.ledger.totals(stage=stage)
 
     def queries_by_node(self, stage: str | None = None) -> dict[str, int]:
         """Queries per calling Ray node."""
-        return self.ledger.queries_by_node(stage)
+        with self._lock:
+            return self.ledger.queries_by_node(stage)
+
+
+class _Channel:
+    """The store's socket for the calls of every engine batch: a
+    `multiprocessing.connection.Listener` on the store's node address (its IP, an ephemeral
+    port; HMAC-authenticated with a random key that only Ray hands out), a thread per
+    connection (one per replica thread: `StoreClient`), each request a pickled (method, args)
+    answered with (ok, value or exception), under the store's lock.
+
+    Why not Ray's actor call: a round trip from a replica to the store took 1.4 ms p50 on the
+    2-core machine, this socket ~0.1 ms, and the store's own work on a batch 0.06 ms; with two
+    Serve hops per request already (caller -> replica -> caller) the store's was a third of
+    the path's own latency."""
+
+    def __init__(self, calls: dict, lock: threading.Lock) -> None:
+        import os
+        from multiprocessing.connection import Listener
+
+        import ray
+
+        self.calls, self.lock = calls, lock
+        self.authkey = os.urandom(32)
+        # backlog: every replica thread may connect at once (multiprocessing's default is 1:
+        # the rest of a burst of connects waited for SYN retransmits, seconds each)
+        self._listener = Listener((ray.util.get_node_ip_address(), 0), backlog=512,
+                                  authkey=self.authkey)
+        self.address = self._listener.address
+        threading.Thread(target=self._accept, name="teamsrl-store-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        from multiprocessing import AuthenticationError
+
+        while True:
+            try:
+                conn = self._listener.accept()  # the handshake: a wrong key raises here
+            except (AuthenticationError, EOFError, ConnectionError):
+                continue  # that peer only
+            except OSError:
+                return  # the listener closed
+            threading.Thread(target=self._serve, args=(conn,), name="teamsrl-store-conn",
+                             daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        with conn:
+            while True:
+                try:
+                    name, args = conn.recv()
+                except (EOFError, OSError):  # the replica (or its thread) is gone
+                    return
+                try:
+                    reply = (True, self.calls[name](*args))
+                except Exception as e:  # noqa: BLE001 - the caller raises it
+                    reply = (False, e)
+                try:
+                    conn.send(reply)
+                except OSError:
+                    return
 
 
 def start_store(app_name: str, paths: StorePaths, timeout_s: float = 60.0):
@@ -278,8 +353,11 @@ class StoreClient:
     replica with its cache off) commits the row alone.
     """
 
-    def __init__(self, store, stage: str, sync_s: float = 1.0) -> None:
+    def __init__(self, store, stage: str, sync_s: float = 1.0, channel: str = "socket") -> None:
+        if channel not in ("socket", "ray"):
+            raise ValueError(f"serving.store_channel = {channel!r}: expected 'socket' or 'ray'")
         self.store = store
+        self.channel = channel
         self.stage = stage  # the ledger stage of calls that name none (QueryLedger's default)
         self.sync_s = sync_s
         self.lookups = {"asked": 0, "skipped": 0}  # get_many calls sent to the store or not
@@ -287,8 +365,9 @@ class StoreClient:
         self._seq = 0
         self._synced = 0.0  # time.monotonic() of the last reply that carried tags
         self._lock = threading.Lock()
+        self._local = threading.local()  # each thread's connection to the store's socket
         if sync_s:  # with 0 every lookup goes to the store: no tags to keep
-            self._learn(self._wait(self.store.tags_since.remote(0)))
+            self._learn(self._call("tags_since", 0))
 
     # ---- the ResponseCache side
     def get_many(self, keys: list[str]) -> dict[str, dict]:
@@ -298,11 +377,11 @@ class StoreClient:
             asked = keys
         else:
             if time.monotonic() - self._synced >= self.sync_s:
-                self._learn(self._wait(self.store.tags_since.remote(self._seq)))
+                self._learn(self._call("tags_since", self._seq))
             asked = [k for k in keys if key_tag(k) in self._known]
         with self._lock:
             self.lookups["asked" if asked else "skipped"] += 1
-        return self._wait(self.store.get_many.remote(asked)) if asked else {}
+        return self._call("get_many", asked) if asked else {}
 
     # ---- the QueryLedger side
     def commit(self, items: dict[str, dict], role: str, kind: str, *, stage: str | None = None,
@@ -311,8 +390,7 @@ class StoreClient:
         reply brings the tags of the keys cached since the last, unless `sync_s` is 0)."""
         counts["stage"] = stage or self.stage
         since = self._seq if self.sync_s else None  # None: the store sends no tags back
-        reply = self._wait(self.store.commit.remote(uuid.uuid4().hex, items, role, kind, counts,
-                                                    since))
+        reply = self._call("commit", uuid.uuid4().hex, items, role, kind, counts, since)
         if reply is not None:
             self._learn(reply)
 
@@ -340,6 +418,36 @@ class StoreClient:
             self._known.update(tags)
             self._seq = max(self._seq, seq)
             self._synced = time.monotonic()
+
+    def _call(self, name: str, *args):
+        """One call over this thread's connection to the store's socket. A broken connection
+        (the store died; Ray restarts it with a new socket) is made again from the address
+        Ray gives, and the call sent again: a commit's batch id makes it count once. With
+        channel 'ray': a Ray actor call."""
+        if self.channel == "ray":
+            return self._wait(getattr(self.store, name).remote(*args))
+        for attempt in range(3):
+            conn = getattr(self._local, "conn", None)
+            try:
+                if conn is None:
+                    from multiprocessing.connection import Client
+
+                    address, authkey = self._wait(self.store.channel.remote())
+                    conn = self._local.conn = Client(address, authkey=authkey)
+                conn.send((name, args))
+                ok, value = conn.recv()
+            except (EOFError, OSError) as e:
+                self._local.conn = None
+                if conn is not None:
+                    conn.close()
+                if attempt == 2:
+                    raise StoreUnavailableError(f"the run's cache-and-ledger store does not "
+                                                f"answer on its socket ({e!r}); the batch was "
+                                                "not committed") from e
+                continue
+            if not ok:
+                raise value
+            return value
 
     def _wait(self, ref):
         import ray

@@ -202,11 +202,13 @@ def test_the_app_deployed_again_for_another_run_folder_ledgers_into_that_folder(
         assert (totals["expert"].queries, totals["expert"].cache_hits) == (queries, hits), run
 
 
-def test_a_replica_asks_the_store_only_for_keys_it_knows_are_cached(ray_serve, tmp_path):
+@pytest.mark.parametrize("channel", ["socket", "ray"])
+def test_a_replica_asks_the_store_only_for_keys_it_knows_are_cached(ray_serve, tmp_path,
+                                                                    channel):
     """`StoreClient` (a replica's cache): it knows the keys cached before it started, learns
     other replicas' keys with the reply to its own commit, sends no lookup for a batch of keys
-    it does not know, and with sync_s 0 asks for every batch. The store counts the lookups
-    it receives itself."""
+    it does not know, and with sync_s 0 asks for every batch; over either channel. The store
+    counts the lookups it receives itself."""
     import ray
 
     from teamsrl.llm.config import LLMConfig
@@ -226,14 +228,15 @@ def test_a_replica_asks_the_store_only_for_keys_it_knows_are_cached(ray_serve, t
     store = ray.remote(CountingStore).options(num_cpus=0).remote(paths, write_checks(paths), "t")
     ray.get(store.commit.remote("b0", {"k0": {"text": "v0"}}, "expert", "chat", {"queries": 1}))
     looked = lambda: ray.get(store.lookup_count.remote())  # noqa: E731
-    a, b = (StoreClient(store, "t", sync_s=3600) for _ in range(2))  # no refresh by time
+    a, b = (StoreClient(store, "t", sync_s=3600, channel=channel)  # no refresh by time
+            for _ in range(2))
     assert a.get_many(["new"]) == {} and looked() == 0  # unknown key: no round trip
     assert a.get_many(["k0", "new"]) == {"k0": {"text": "v0"}} and looked() == 1
     a.commit({"k1": {"text": "v1"}}, "expert", "chat", queries=1)
     assert b.get_many(["k1"]) == {} and looked() == 1  # cached since b last heard: a miss
     b.commit({"k2": {"text": "v2"}}, "expert", "chat", queries=1)  # ... whose reply tells b
     assert b.get_many(["k1", "k2"]) == {"k1": {"text": "v1"}, "k2": {"text": "v2"}}
-    exact = StoreClient(store, "t", sync_s=0)
+    exact = StoreClient(store, "t", sync_s=0, channel=channel)
     a.commit({"k3": {"text": "v3"}}, "expert", "chat", queries=1)
     assert exact.get_many(["k3"]) == {"k3": {"text": "v3"}}
     assert exact.get_many(["never"]) == {} and looked() == 4  # asked all the same
@@ -241,4 +244,59 @@ def test_a_replica_asks_the_store_only_for_keys_it_knows_are_cached(ray_serve, t
                                                      {"asked": 1, "skipped": 1},
                                                      {"asked": 2, "skipped": 0})
     assert ray.get(store.totals.remote())["expert"].queries == 4
+    ray.kill(store)
+
+
+def test_the_store_socket_refuses_a_wrong_key_and_a_restarted_store_is_found_again(ray_serve,
+                                                                                  tmp_path):
+    """A replica's `StoreClient` sends its batches over the store's own socket: a peer without
+    the key Ray hands out is refused (and the store goes on accepting others); when the store
+    dies and Ray restarts it (a new socket), the client finds it again through Ray and its
+    commit counts once."""
+    import threading
+    import time
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import Client
+
+    import ray
+
+    from teamsrl.llm.config import LLMConfig
+    from teamsrl.serving.store import RunStore, StoreClient, StorePaths, write_checks
+
+    def within(seconds: float, call):
+        """call() in a daemon thread: a socket that never answers fails the test, not hangs it
+        (multiprocessing's connections block without a timeout)."""
+        out = {}
+
+        def run():
+            try:
+                out["value"] = call()
+            except Exception as e:  # noqa: BLE001 - re-raised below
+                out["error"] = e
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(seconds)
+        assert not thread.is_alive(), f"no answer in {seconds} s"
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    paths = StorePaths.of(LLMConfig(), tmp_path)
+    store = ray.remote(RunStore).options(num_cpus=0, max_restarts=1, max_task_retries=-1).remote(
+        paths, write_checks(paths), "t")
+    a = StoreClient(store, "t", sync_s=3600)
+    a.commit({"k1": {"text": "v1"}}, "expert", "chat", queries=1)
+    address, _ = ray.get(store.channel.remote())
+    with pytest.raises(AuthenticationError):
+        within(20, lambda: Client(address, authkey=b"not the store's key"))
+    b = within(20, lambda: StoreClient(store, "t", sync_s=3600))  # a connection after it
+    assert b.get_many(["k1"]) == {"k1": {"text": "v1"}}
+    ray.kill(store, no_restart=False)  # SIGKILL; Ray starts it again, on a new port
+    deadline = time.monotonic() + 60
+    while ray.get(store.channel.remote())[0] == address:  # the kill lands asynchronously
+        assert time.monotonic() < deadline, "the store was not restarted"
+    a.commit({"k2": {"text": "v2"}}, "expert", "chat", queries=1)  # its broken connection
+    assert ray.get(store.totals.remote())["expert"].queries == 2
+    assert a.get_many(["k1", "k2"]) == {"k1": {"text": "v1"}, "k2": {"text": "v2"}}
     ray.kill(store)
