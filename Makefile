@@ -32,7 +32,7 @@ quickstart: install
 	$(BIN)/teamsrl pipeline --config experiments/quickstart.yaml
 
 # Two pytest-xdist workers, one test file per unit of work, the longest files first
-# (tests/conftest.py: STARTS_FIRST): run serially, the suite kept 1.4 of the 2 cores busy.
+# (tests/conftest.py: SERVE_FIRST, THEN): run serially, the suite kept 1.4 of the 2 cores busy.
 # `make test WORKERS=0` runs it in one process.
 WORKERS ?= 2
 test: install
