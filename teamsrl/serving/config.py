@@ -52,9 +52,10 @@ class ServeConfig(BaseModel):
     store_channel: Literal["socket", "ray"] = Field(
         "socket", description="how a replica sends each engine batch's cache lookup and "
         "commit to the run's store: 'socket', the store's own authenticated TCP socket on an "
-        "ephemeral port of the store's node (~0.1 ms a round trip; replicas' nodes must reach "
-        "that node on any port), or 'ray', Ray actor calls (~1.4 ms on the 2-core machine; "
-        "only Ray's ports). Exact either way: the replica answers after the commit returns")
+        "ephemeral port of the store's node (replicas' nodes must reach that node on any "
+        "port), or 'ray', Ray actor calls (only Ray's ports; 2.1 ms more a request on the "
+        "2-core machine: benchmarks/results/proxy_ab_store_socket.json). Exact either way: "
+        "the replica answers after the commit returns")
     request_timeout_s: float = Field(300.0, gt=0, description="a caller gives up on one LLM "
                                      "request after this long")
     timeout_retries: int = Field(1, ge=0, le=10, description="times a request that timed out "

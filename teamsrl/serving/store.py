@@ -12,16 +12,19 @@ ledger is exact cluster-wide whatever replica a request lands on, a SIGKILLed re
 committed row (it never held any), and `ServeLLMClient.ledger`, the generation summary and
 `teamsrl compare` read the same figures; the cache serves every response cached more than
 `serving.cache_sync_s` (1 s) before the request, on any replica (0: every response). It costs
-one actor round trip per engine batch of new requests, two when some are cached (not per
-request), while a GPU batch takes seconds; skipping the lookup for new requests took the Serve
-path from 8.09 to 6.87 ms p50 a request on the 2-core machine (`benchmarks/proxy_ab.py`,
-`benchmarks/results/proxy_ab_cache_tags.json`).
+one round trip to the store per engine batch of new requests, two when some are cached (not per
+request), over the store's own socket (`_Channel`; `serving.store_channel: ray` for Ray actor
+calls), while a GPU batch takes seconds. Side by side on the 2-core machine
+(`benchmarks/proxy_ab.py`): skipping the lookup for new requests took the Serve path from 8.09
+to 6.87 ms p50 a request (`benchmarks/results/proxy_ab_cache_tags.json`), the socket instead of
+Ray's call from 6.67 to 4.56 (`benchmarks/results/proxy_ab_store_socket.json`).
 The store's capacity (`benchmarks/store_throughput.py`, `benchmarks/results/store_throughput.json`:
 1, 3 and 6 callers, each a replica's `StoreClient` looping batches of 8 new requests with
-64-token answers, on the 2-core machine): 626, 840 and 854 batches/s, up to ~6,800 requests/s,
-with the lookup skipped (one caller's batch 1.29 ms p50); 348, 548 and 538 batches/s with a
-lookup every batch (2.42 ms). That is the request rate of some 170-340 GPUs at the simulated
-vLLM engine's ceiling (~2,500 tokens/s, 64-128-token answers: 20-40 requests/s each), far above
+64-token answers, on the 2-core machine, callers and store sharing its 2 cores): 1599, 1392 and
+1233 batches/s, up to ~12,800 requests/s, with the lookup skipped (one caller's batch 0.38 ms
+p50); 1340, 1291 and 1241 batches/s with a lookup every batch. That is the request rate of some
+300-600 GPUs at the simulated vLLM engine's ceiling (~2,500 tokens/s, 64-128-token answers:
+20-40 requests/s each), far above
 the paper's run; beyond that, N store actors partitioned by cache key would scale it. The other
 design (route requests to replicas by cache key with a Serve `RequestRouter`, per-replica ledger
 shards merged on read) was not chosen: it ties load balancing to key hashes (a hot replica
@@ -29,9 +32,10 @@ cannot shed load), re-partitions the cache whenever the replica count changes, a
 a merge for every ledger read.
 
 Exactness details. `commit` writes the ledger row first (then the responses), under a batch id:
-the actor restarts (`max_restarts=-1`) and Ray retries an interrupted call
-(`max_task_retries=-1`), and `QueryLedger` ignores a batch id it already has, so a retried commit
-counts once. A replica killed after its engine call but before its commit returns nothing and
+the actor restarts (`max_restarts=-1`), a replica resends a commit whose connection broke (over
+a new one, to the address Ray gives: `StoreClient._call`; Ray retries an interrupted actor call
+itself, `max_task_retries=-1`), and `QueryLedger` ignores a batch id it already has, so a resent
+commit counts once. A replica killed after its engine call but before its commit returns nothing and
 committed nothing: its callers send the requests again (`ServeLLMClient`), and only the answers
 someone received are counted.
 
@@ -207,10 +211,12 @@ class _Channel:
     connection (one per replica thread: `StoreClient`), each request a pickled (method, args)
     answered with (ok, value or exception), under the store's lock.
 
-    Why not Ray's actor call: a round trip from a replica to the store took 1.4 ms p50 on the
-    2-core machine, this socket ~0.1 ms, and the store's own work on a batch 0.06 ms; with two
-    Serve hops per request already (caller -> replica -> caller) the store's was a third of
-    the path's own latency."""
+    Why not Ray's actor call: the store's own work on a batch is tens of microseconds, the
+    round trip around it was most of the cost; with the commit over this socket instead the
+    Serve path took 4.56 ms p50 a request instead of 6.67, side by side on the 2-core machine
+    (`benchmarks/proxy_ab.py`, `benchmarks/results/proxy_ab_store_socket.json`).
+    `serving.store_channel: ray` keeps Ray's calls (for clusters whose nodes reach each other
+    only on Ray's ports)."""
 
     def __init__(self, calls: dict, lock: threading.Lock) -> None:
         import os
