@@ -135,53 +135,11 @@ def pipeline_job_run(tmp_path_factory):
 # ---------------------------------------------------------------- two workers (`make test`)
 # `make test` runs 2 pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`: a test
 # file is one unit of work (its module fixtures built once, in one process), handed to whichever
-# worker is nearly done, in the order the workers collected them. That order is set here: first
-# the files that use `ray_serve`, next to each other (each worker starts its Ray and the LLM app
-# once for all of them, ~20 s, instead of once per run of them), then the other slow files, each
-# group longest first so the two workers end at about the same time, then the rest. Seconds: the
-# fresh-clone CI run at 67b2d20 (1131 s, beside other test runs), per file with its fixtures
-# (this sort had no effect before: xdist sets `dist` to "no" inside its workers, where it
-# returned early, so files ran in name order). test_finetune_ray shuts down any Ray of its
-# process to start a 2-CPU one of its own; `ray_serve` is never up during a file that does not
-# use it.
-SERVE_FIRST = (
-    "integration/test_generation.py",             # 205
-    "integration/test_policy_training.py",        # 192
-    "integration/test_serving.py",                # 102
-    "integration/test_policy_faults.py",          # 91
-    "integration/test_headline_accounting.py",    # 73
-    "reliability/test_serve_replica_kill.py",     # 37
-)
-THEN = (
-    "integration/test_pipeline_job_submit.py",    # 195
-    "integration/test_evaluate.py",               # 130
-    "integration/test_serve_replicas_exact.py",   # 118
-    "integration/test_finetune_deepspeed.py",     # 88
-    "integration/test_golden_behaviour.py",       # 79
-    "integration/test_finetune_smollm2.py",       # 75
-    "integration/test_quality_judge.py",          # 70
-    "integration/test_instruction_mdp.py",        # 66
-    "integration/test_finetune_ray.py",           # 62
-    "integration/test_reference_loss.py",         # 60
-    "integration/test_sweep_action_sets.py",      # 59
-    "integration/test_multinode.py",              # 56
-    "reliability/test_finetune_sigkill.py",       # 55
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under xdist (in its workers, which collect, and where `config.workerinput` exists):
-    the files that use `ray_serve` (those of SERVE_FIRST longest first, then any other), then
-    THEN, then the rest, each file's tests in the usual order."""
-    if not hasattr(config, "workerinput"):
-        return  # one process: the usual order
-    tests = Path(__file__).parent
-    rank = {name: i for i, name in enumerate(SERVE_FIRST + THEN)}
-    serve_files = _serve_files(items)
-
-    def key(item):
-        name = item.path.relative_to(tests).as_posix()
-        group = 0 if item.path in serve_files else 1 if name in THEN else 2
-        return group, rank.get(name, len(rank))
-
-    items.sort(key=key)
+# worker is nearly done, in name order. An ordering hook used to sit here (the longest files
+# first, the `ray_serve` files next to each other); it never took effect (it returned when
+# `config.option.dist` was "no", which xdist sets inside its workers, where collection happens).
+# Applied at last (4add37c), the suite ran slower: the heaviest Ray files then ran beside each
+# other (test_generation beside test_policy_training: 256 and 274 s, against 205 and 192 in name
+# order, whose neighbours are lighter), so it was taken out again. test_finetune_ray shuts down
+# any Ray of its process to start a 2-CPU one of its own; `ray_serve` is never up during a file
+# that does not use it (its teardown looks at the next test).
