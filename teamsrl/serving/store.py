@@ -68,6 +68,7 @@ from teamsrl.llm.ledger import QueryLedger, RoleTotals
 
 NAMESPACE = "teamsrl"
 CHECK_FILE = ".teamsrl-store-check"
+SOCKET_ATTEMPTS = 3  # a store call over the socket: the first try, then two on new connections
 
 
 def store_name(app_name: str) -> str:
@@ -151,7 +152,7 @@ class RunStore:
         self.ledger = QueryLedger(paths.ledger)
         self._lock = threading.Lock()  # Ray's calls (one thread) beside the socket's threads
         self._channel = _Channel({"get_many": self.get_many, "commit": self.commit,
-                                  "tags_since": self.tags_since}, self._lock)
+                                  "tags_since": self.tags_since})
 
     def channel(self) -> tuple[tuple[str, int], bytes]:
         """The socket's address and its key (handed out over Ray, whose token guards it)."""
@@ -209,7 +210,7 @@ class _Channel:
     `multiprocessing.connection.Listener` on the store's node address (its IP, an ephemeral
     port; HMAC-authenticated with a random key that only Ray hands out), a thread per
     connection (one per replica thread: `StoreClient`), each request a pickled (method, args)
-    answered with (ok, value or exception), under the store's lock.
+    answered with (ok, value or exception); the calls take the store's lock themselves.
 
     Why not Ray's actor call: the store's own work on a batch is tens of microseconds, the
     round trip around it was most of the cost; with the commit over this socket instead the
@@ -218,13 +219,13 @@ class _Channel:
     `serving.store_channel: ray` keeps Ray's calls (for clusters whose nodes reach each other
     only on Ray's ports)."""
 
-    def __init__(self, calls: dict, lock: threading.Lock) -> None:
+    def __init__(self, calls: dict) -> None:
         import os
         from multiprocessing.connection import Listener
 
         import ray
 
-        self.calls, self.lock = calls, lock
+        self.calls = calls
         self.authkey = os.urandom(32)
         # backlog: every replica thread may connect at once (multiprocessing's default is 1:
         # the rest of a burst of connects waited for SYN retransmits, seconds each)
@@ -432,7 +433,7 @@ class StoreClient:
         channel 'ray': a Ray actor call."""
         if self.channel == "ray":
             return self._wait(getattr(self.store, name).remote(*args))
-        for attempt in range(3):
+        for attempt in range(1, SOCKET_ATTEMPTS + 1):
             conn = getattr(self._local, "conn", None)
             try:
                 if conn is None:
@@ -446,7 +447,7 @@ class StoreClient:
                 self._local.conn = None
                 if conn is not None:
                     conn.close()
-                if attempt == 2:
+                if attempt == SOCKET_ATTEMPTS:
                     raise StoreUnavailableError(f"the run's cache-and-ledger store does not "
                                                 f"answer on its socket ({e!r}); the batch was "
                                                 "not committed") from e
