@@ -31,8 +31,9 @@ $(STAMP): setup.cfg pyproject.toml
 quickstart: install
 	$(BIN)/teamsrl pipeline --config experiments/quickstart.yaml
 
-# Two pytest-xdist workers, one test file per unit of work, in name order (tests/conftest.py
-# says why not longest first): run serially, the suite kept 1.4 of the 2 cores busy.
+# Two pytest-xdist workers, one test file per unit of work (the files sharing the Ray Serve
+# fixture: one unit), in name order (tests/conftest.py says why): run serially, the suite kept
+# 1.4 of the 2 cores busy.
 # `make test WORKERS=0` runs it in one process.
 WORKERS ?= 2
 test: install

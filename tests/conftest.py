@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -123,23 +124,62 @@ def _serve_files(items) -> set[Path]:
 def pipeline_job_run(tmp_path_factory):
     """The quickstart pipeline, tiny, submitted as a Ray job to a local head (which is stopped
     before the tests run): a `ray_local_head.PipelineJob` whose run_dir holds both datasets, the
-    fine-tuned model, eval/ and report/. 151 s alone, 380 s beside the other xdist worker
-    (fresh-clone CI), once per worker that needs it: tests of the report or the evaluation may
-    reuse its artefacts (read-only) instead of making their own (in the same file: one file is
-    one xdist unit)."""
+    fine-tuned model, eval/ and report/. 93 s alone (simulated LLMs, a tiny Llama), once per
+    worker that needs it: tests of the report or the evaluation may reuse its artefacts
+    (read-only) instead of making their own (in the same file: one file is one xdist unit)."""
     from ray_local_head import run_tiny_pipeline_job
 
     return run_tiny_pipeline_job(tmp_path_factory.mktemp("pipeline-job"))
 
 
 # ---------------------------------------------------------------- two workers (`make test`)
-# `make test` runs 2 pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`: a test
-# file is one unit of work (its module fixtures built once, in one process), handed to whichever
-# worker is nearly done, in name order. An ordering hook used to sit here (the longest files
-# first, the `ray_serve` files next to each other); it never took effect (it returned when
-# `config.option.dist` was "no", which xdist sets inside its workers, where collection happens).
-# Applied at last (4add37c), the suite ran slower: the heaviest Ray files then ran beside each
-# other (test_generation beside test_policy_training: 256 and 274 s, against 205 and 192 in name
-# order, whose neighbours are lighter), so it was taken out again. test_finetune_ray shuts down
-# any Ray of its process to start a 2-CPU one of its own; `ray_serve` is never up during a file
-# that does not use it (its teardown looks at the next test).
+# `make test` runs 2 pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`: a unit of
+# work is a test file (its module fixtures built once, in one process), except that the files
+# using `ray_serve` are one unit together (`FileOrServeScheduling`); units are handed, in name
+# order, to whichever worker is nearly done. The serve files then run one after the other in one
+# worker and share one Ray with the Serve app: one start (ray.init, SmolLM2 loaded into a replica)
+# instead of one per run of consecutive serve files a worker happened to get (~20-30 s each, 6-8
+# of them a suite). An ordering hook used to sit here (the longest files first); applied, it ran
+# the heaviest Ray files beside each other and the suite slower, so it was taken out.
+# test_finetune_ray shuts down any Ray of its process to start a 2-CPU one of its own; `ray_serve`
+# is never up during a file that does not use it (its teardown looks at the next test).
+SERVE_UNIT = "ray_serve"
+_TAKES_RAY_SERVE = re.compile(r"def \w+\([^)]*\bray_serve\b")
+
+
+def serve_files_by_source(root: Path) -> set[str]:
+    """Test files (paths relative to `root`, as in node ids) with a test or fixture taking
+    `ray_serve`, read from their source: xdist's controller schedules node ids before any worker
+    has collected, so it cannot ask the items."""
+    return {str(p.relative_to(root)) for p in sorted((root / "tests").rglob("test_*.py"))
+            if _TAKES_RAY_SERVE.search(p.read_text(encoding="utf-8"))}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every file whose tests use `ray_serve` is one the scheduler puts in the serve unit (one
+    that used it only through a fixture defined elsewhere would be missed): else stop."""
+    missed = _serve_files(items) - {config.rootpath / f
+                                    for f in serve_files_by_source(config.rootpath)}
+    if missed:
+        raise pytest.UsageError(
+            f"tests/conftest.py: {sorted(map(str, missed))} use ray_serve but no test or fixture "
+            "of theirs takes it as a parameter, so FileOrServeScheduling would not keep them "
+            "with the other serve files: take `ray_serve` as a parameter in the file itself")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the files using `ray_serve` as one unit of work."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    serve = serve_files_by_source(config.rootpath)
+
+    class FileOrServeScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return SERVE_UNIT if file in serve else file
+
+    return FileOrServeScheduling(config, log)

@@ -9,7 +9,9 @@ What it runs, with the real embedded SmolLM2 and MiniLM, cache off:
 
     .venv/bin/python tests/golden_run.py --record   # writes tests/fixtures/golden/*.json[l]
 
-`tests/integration/test_golden_behaviour.py` runs the same and compares with `differences`:
+`tests/integration/test_golden_behaviour.py` runs the same and compares with `differences` (the
+random arm: `tests/integration/test_generation.py` compares its reference run, which is that arm
+with these settings through the CLI, cache on):
 every text, id, action, count and key order exactly (the only field rewritten is `policy_id`,
 which holds the policy folder's absolute path), every float to FLOAT_RTOL. Floats get a
 tolerance because MiniLM's embeddings differ in the last float32 bit between CPU kernels: on

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from teamsrl.llm.config import simulated_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 _count = itertools.count()
@@ -150,6 +152,11 @@ TINY_PIPELINE = [
     "finetune.heldout_fraction=0.5",  # >= 2 non-members for the membership attack
     "evaluate.limit=2", "evaluate.mia.max_rows=4", "evaluate.mia.bootstrap=100",
     "evaluate.reference.max_tasks=4", "evaluate.reference.bootstrap=100",
+    # the stages hand their artefacts on whatever the texts say: the LLMs are the simulated
+    # engine (no sleep) and one fine-tuning process (SmolLM2 inside a Ray job: the evolve job of
+    # test_job_submit_local_head; behind Serve: the `ray_serve` tests; 2 ranks: test_finetune_*)
+    "finetune.num_processes=1",
+    *simulated_overrides(time_scale=0),
 ]
 
 
@@ -168,7 +175,10 @@ def run_tiny_pipeline_job(tmp: Path) -> PipelineJob:
     Both arms fine-tune a tiny random Llama (`tiny_models.save_tiny_llama`) instead of SmolLM2:
     the job checks that the stages hand their artefacts on, which does not depend on the base
     model, and SmolLM2's two fine-tunes and evaluations took ~100 of the job's ~280 s (a 2.3 GB
-    checkpoint each). tests/integration/test_finetune_smollm2.py fine-tunes SmolLM2 itself."""
+    checkpoint each). tests/integration/test_finetune_smollm2.py fine-tunes SmolLM2 itself. For
+    the same reason the expert and reviewer are `engine: simulated` and the fine-tune runs one
+    process: alone, 93 s for the test against 151 s with SmolLM2 behind Serve and 2 processes
+    (2026-12-02)."""
     from tiny_models import save_tiny_llama
 
     run_dir = tmp / "run"

@@ -44,7 +44,7 @@ def _overrides(run_dir: Path, port: int, seed: int) -> list[str]:
             "llm.expert.max_tokens=48", f"serving.num_replicas={REPLICAS}",
             "serving.num_cpus=0.1", "serving.resources={llm_node: 1}",  # one replica per node
             f"serving.max_batch_size={MAX_BATCH}", f"serving.http_port={port}",
-            "serving.request_timeout_s=60"]
+            "serving.request_timeout_s=60", "tracking.mode=disabled"]
 
 
 def _replica_stats(handle, n: int = REPLICAS, timeout_s: float = 120) -> dict[int, dict]:

@@ -1,8 +1,9 @@
 """`teamsrl generate` / `teamsrl compare` with the embedded SmolLM2 and MiniLM.
 
 One reference run (the random, Evol-Instruct arm, through the CLI in a subprocess) is shared by
-the tests that inspect artefacts; the crash test SIGKILLs a second run of the same command
-mid-way, restarts it, and compares; the baseline test runs a policy arm through Ray Serve shards.
+the tests that inspect artefacts, the golden-run check of the random arm among them; the crash
+test SIGKILLs a second run of the same command mid-way, restarts it, and compares; the baseline
+test runs a policy arm through Ray Serve shards.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+import golden_run
 import pytest
 
-TINY = ["generate.max_seeds=6", "generate.batch_seeds=2", "env.horizon=2",
-        "llm.expert.max_tokens=20", "generate.answer_max_tokens=16",
-        "generate.drop_cut_answers=false",
-        "env.reward.cut_rewrite_fails=false",  # 20-token rewrites, kept even when cut
-        "env.reward.invalid_fails=false", "env.reward.validity_weight=0",  # and not judged
-        "generate.dedup.embedding_threshold=0.9"]
+# The golden run's generation settings (tests/golden_run.py) with the response cache on: the
+# reference run below is the golden `random` arm (test_reference_rows_match_the_golden_run)
+TINY = [s for s in golden_run.GENERATE_SETTINGS if s != "llm.cache.enabled=false"]
 
 
 def _cmd(run_dir: Path, policy: str = "random", extra=()) -> list[str]:
@@ -87,6 +86,17 @@ def test_artefacts_and_provenance(reference):
         == summary["queries"]["expert"] == sum(r["queries"]["expert"] for r in rows)
     assert summary["curve"][-1]["expert_queries"] == summary["queries"]["expert"]
     assert summary["curve"][-1]["rows_kept"] == len(data)
+
+
+def test_reference_rows_match_the_golden_run(reference):
+    """The random arm of the golden run (tests/golden_run.py; the policy arm and the rollout are
+    in test_golden_behaviour.py): the reference run is that arm with the settings the golden run
+    recorded, the response cache on (a fresh cache changes no text: every request is computed)."""
+    got = (reference / "generate" / "random" / "data.jsonl").read_text(encoding="utf-8")
+    want = (golden_run.GOLDEN / "random.data.jsonl").read_text(encoding="utf-8")
+    assert golden_run.differences(
+        [json.loads(golden_run.normalised(line)) for line in got.splitlines()],
+        [json.loads(line) for line in want.splitlines()]) == []
 
 
 def test_rerun_is_free(reference):

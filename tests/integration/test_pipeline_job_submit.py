@@ -2,7 +2,8 @@
 
 `ray start --head` (token auth, dashboard on 127.0.0.1, 2 CPUs: the Serve replica's
 `serving.num_cpus`), then `cluster/submit.sh --config experiments/quickstart.yaml` with a tiny
-override (`ray_local_head.TINY_PIPELINE`): the job joins the head (`--address auto`), runs
+override (`ray_local_head.TINY_PIPELINE`: simulated LLMs, a tiny Llama to fine-tune; what is
+checked is that the stages hand their artefacts on): the job joins the head (`--address auto`), runs
 split-seeds -> train-policy -> generate (policy, random) -> finetune and evaluate (both arms) ->
 report and SUCCEEDS; its run dir holds the seed split, both datasets, both fine-tuned models and
 their eval results (scores, attack, reference loss), and the report with both arms side by side;

@@ -85,3 +85,17 @@ def test_smoke_tasks_load_offline_and_are_marked(tmp_path):
         assert all(0 <= r[key] < len(r[choices]) == 4 for r in rows)
     with pytest.raises(FileNotFoundError, match="data_file = 'missing.jsonl'"):
         load_smoke_rows("missing.jsonl")
+
+
+def test_single_smoke_tasks_skip_indexing_the_stock_tasks_and_a_tag_does_not():
+    """Only teamsrl's folder is indexed when every task asked for is one of its single tasks; a
+    tag (its members could be stock tasks) or an unknown name needs lm-eval's whole index."""
+    from teamsrl.evaluate.harness import _is_single_task, task_manager
+
+    ours = task_manager(None, ["teamsrl_arc_smoke", "teamsrl_hellaswag_smoke"])
+    assert set(ours.all_tasks) == {"teamsrl_arc_smoke", "teamsrl_hellaswag_smoke",
+                                   "teamsrl_smoke"}
+    assert _is_single_task(ours.task_index["teamsrl_arc_smoke"])
+    assert not _is_single_task(ours.task_index["teamsrl_smoke"])  # a tag
+    assert not _is_single_task(ours.task_index.get("arc_easy"))  # not in our folder
+    assert _is_single_task({"type": "python_task"}) and not _is_single_task({"type": "group"})
