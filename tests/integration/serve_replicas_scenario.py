@@ -1,6 +1,7 @@
 """3 `LLMServer` replicas on a 3-node Ray cluster (ray.cluster_utils, one machine), one per node:
-a sharded generation run, the same run again, then a third run (another run seed, so new
-requests) during which a replica is SIGKILLed while its engine is running. Run as a script (it
+a sharded generation run (2 shard actors), the same run again (from the driver), then a third
+sharded run (another run seed, so new requests) during which a replica is SIGKILLed while its
+engine is running. Run as a script (it
 owns its Ray cluster); writes RUN_DIR/report.json, the counts test_serve_replicas_exact.py
 checks.
 
@@ -32,10 +33,10 @@ TIME_SCALE = 0.2  # a 2-request engine wave sleeps ~0.25 s: long enough to kill 
 MAX_BATCH = 8
 
 
-def _overrides(run_dir: Path, port: int, seed: int) -> list[str]:
+def _overrides(run_dir: Path, port: int, seed: int, shards: int) -> list[str]:
     from teamsrl.llm.config import simulated_overrides
 
-    return [f"run_dir={run_dir}", f"seed={seed}", "generate.shards=2",
+    return [f"run_dir={run_dir}", f"seed={seed}", f"generate.shards={shards}",
             f"generate.max_seeds={SEEDS}", "generate.batch_seeds=2", "env.horizon=2",
             "env.reward.cut_rewrite_fails=false", "env.reward.invalid_fails=false",
             "env.reward.validity_weight=0", "generate.answer_max_tokens=32",
@@ -185,7 +186,11 @@ def main(run_dir: str) -> None:
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "WANDB_MODE", "TOKENIZERS_PARALLELISM")}
     ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": env})
     try:
-        config = load_config(None, _overrides(run, port, seed=543))
+        # the first and the killed run through 2 shard actors (callers in other processes), the
+        # rerun from this process (shards=0: the same requests; a shard actor costs a process
+        # that loads torch and MiniLM, ~9 s of CPU, and a rerun's property is the cache's)
+        config = load_config(None, _overrides(run, port, seed=543, shards=2))
+        local = load_config(None, _overrides(run, port, seed=543, shards=0))
         stage = stage_of("random")
         started = time.monotonic()
         handle = deploy(config.llm, config.serving, run, stage="scenario")
@@ -193,9 +198,9 @@ def main(run_dir: str) -> None:
         report = {"deploy_s": round(time.monotonic() - started, 1),
                   "cluster_nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])}
         report["first"] = _generation(config, handle, client, run / "first", stage)
-        report["again"] = _generation(config, handle, client, run / "again", stage)
+        report["again"] = _generation(local, handle, client, run / "again", stage)
         killer = _Killer(handle, client, stage, str(run / "ledger.sqlite"))
-        kill_config = load_config(None, _overrides(run, port, seed=544))  # new requests
+        kill_config = load_config(None, _overrides(run, port, seed=544, shards=2))  # new requests
         report["killed"] = _generation(kill_config, handle, client, run / "killed", stage,
                                        during=killer)
         report["kill"] = {"pid": killer.report.get("pid"),

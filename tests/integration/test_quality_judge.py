@@ -4,8 +4,10 @@ through the client (cache and ledger) for the `combined` method.
 
 The embedding judge must reach the test accuracy recorded in benchmarks/results/validity_judge.json
 (by benchmarks/validity_judge.py) on the whole test part; the default judge must be the recorded
-choice and reproduce its per-item scores; the combined judge, two reviewer queries a text, must
-reproduce its recorded per-item scores on a fifth of the test part. A planted fault (the
+choice and reproduce its per-item scores on a fifth of the test part; the combined judge, two
+reviewer queries a text, must reproduce its recorded per-item scores on another fifth. (A fifth
+each: the judge scores each text on its own, so a fault in the scoring path moves every item's
+score; on all 122 items the default's check took 50 s of CI, 2026-12-02.) A planted fault (the
 weights' signs flipped) must fail each bar.
 """
 
@@ -73,15 +75,17 @@ def test_embedding_judge_reaches_the_recorded_accuracy(items, recorded):
 def test_default_judge_is_the_chosen_one_and_reproduces_its_scores(items, recorded,
                                                                    embedded_client):
     """The default judge ('auto') with the SmolLM2 reviewer it was fitted to is the method the
-    benchmark chose, at its recorded threshold, with its recorded per-item validity."""
+    benchmark chose, at its recorded threshold, with its recorded per-item validity on every 5th
+    test item from the third (the combined test below takes those from the first)."""
     assert QualityConfig().method == "auto"
     chosen = recorded["chosen"]
     assert JudgeFile.load().provenance["chosen_method"] == chosen
     judge = ValidityJudge.from_config(client=embedded_client)
     expected = recorded["candidates"][chosen]
     assert judge.method == chosen and judge.threshold == expected["threshold"]
-    scores = judge.validity([it["rewrite"] for it in items])
-    assert scores == pytest.approx(expected["test_validity"], abs=0.02)
+    picked = list(range(2, len(items), 5))
+    scores = judge.validity([items[i]["rewrite"] for i in picked])
+    assert scores == pytest.approx([expected["test_validity"][i] for i in picked], abs=0.02)
 
 
 def test_combined_judge_reproduces_its_scores_through_the_client(items, recorded,

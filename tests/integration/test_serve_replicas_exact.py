@@ -1,14 +1,15 @@
 """The cache and the query ledger stay exact with 3 `LLMServer` replicas on 3 Ray nodes.
 
 One scenario (`serve_replicas_scenario.py`, its own `ray.cluster_utils` cluster of 3 virtual
-nodes with 1 CPU each, one replica of 0.1 CPU per node, 2 generation shards) runs a generation,
-the same generation again, then a third one (new run seed) during which the replica running an
-engine call is SIGKILLed. The engines are `engine: simulated`: deterministic texts and scaled
-sleeps. That is allowed here because the property is bookkeeping, not text: which replica
-answers, whether a repeated request is a cache hit, and whether every engine call is one ledger
-count do not depend on what the texts say. The independent count is the replicas' own engine
-counters (`LLMServer.stats`, counted inside each replica's engine calls, not from the ledger)
-and the requests the generator recorded in rows.jsonl.
+nodes with 1 CPU each, one replica of 0.1 CPU per node) runs a generation through 2 shard
+actors, the same generation again from its own process, then a third one through the shards
+(new run seed) during which the replica running an engine call is SIGKILLed. The engines are
+`engine: simulated`: deterministic texts and scaled sleeps. That is allowed here because the
+property is bookkeeping, not text: which replica answers, whether a repeated request is a cache
+hit, and whether every engine call is one ledger count do not depend on what the texts say. The
+independent count is the replicas' own engine counters (`LLMServer.stats`, counted inside each
+replica's engine calls, not from the ledger) and the requests the generator recorded in
+rows.jsonl.
 """
 
 from __future__ import annotations
