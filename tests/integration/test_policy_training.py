@@ -42,24 +42,25 @@ REQUIRED = ["rollout/return_mean", "reward/verdict", "reward/novelty", "reward/v
 
 @pytest.fixture(scope="module")
 def trained(ray_serve, tmp_path_factory):
-    """Two PPO iterations, then `--resume` for a third."""
+    """One PPO iteration, then `--resume` for a second (a resume that restarted from nothing, or
+    lost the first iteration's counters, would number its iteration 1)."""
     from teamsrl.policy.train import train_policy
 
     run_dir = tmp_path_factory.mktemp("train-run")
     config = load_config(None, [*SMALL, *SIMULATED, f"run_dir={run_dir}",
-                                "policy.iterations=2"])
+                                "policy.iterations=1"])
     first = train_policy(config, progress=False)
     resumed = train_policy(config, resume=True, iterations=1, progress=False)
     return config, first, resumed
 
 
-def test_two_iterations_checkpoint_and_resume_to_the_third(trained):
+def test_an_iteration_checkpoint_and_resume_to_the_second(trained):
     config, first, resumed = trained
-    assert first.iterations == 2 and (first.checkpoint / "rllib_checkpoint.json").is_file()
-    assert resumed.iterations == 3 and (resumed.checkpoint / "rllib_checkpoint.json").is_file()
+    assert first.iterations == 1 and (first.checkpoint / "rllib_checkpoint.json").is_file()
+    assert resumed.iterations == 2 and (resumed.checkpoint / "rllib_checkpoint.json").is_file()
     rows = [json.loads(line) for line in
             open(f"{config.run_dir}/train-policy-metrics.jsonl", encoding="utf-8")]
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [1, 2]
     assert all(r["rollout/env_steps"] >= 12 for r in rows)  # no silent empty iteration
 
 
@@ -68,7 +69,7 @@ def test_wandb_offline_run_holds_the_metrics_and_matches_the_ledger(trained):
 
     config, _, _ = trained
     rows = run_history(config.run_dir, "train-policy")
-    assert [r["_step"] for r in rows] == [1, 2, 3]  # --resume continued the same W&B run
+    assert [r["_step"] for r in rows] == [1, 2]  # --resume continued the same W&B run
     for key in REQUIRED:
         assert key in rows[-1], key
     # counted without the ledger: every response an engine computed is one row of the run's
@@ -98,7 +99,7 @@ def test_exported_policy_gives_the_trained_modules_probabilities(trained):
 
     config, _, resumed = trained
     policy = load_policy(config.run_dir)
-    assert policy.spec.iteration == 3 and len(policy.action_names) == 6
+    assert policy.spec.iteration == 2 and len(policy.action_names) == 6
     trained_module = RLModule.from_checkpoint(
         str(resumed.checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"))
     obs = np.random.default_rng(0).uniform(-0.2, 0.2, (5, policy.spec.observation_size))
@@ -173,7 +174,9 @@ def test_ppo_learns_to_avoid_the_operation_whose_rewrites_are_not_instructions(
     tokens: the judge reads openings, and its calls at 24 tokens were the same (40% vs 42%
     invalid for `add_constraints`, 100% for `answer_it`). 8 sub-envs: each iteration is 3
     vector steps of 8 rewrites (73 s alone, mean P(answer_it) 0.05) rather than 6 of 4 (85 s,
-    0.07; 2026-12-02).
+    0.07; 2026-12-02). 4 iterations, not 5: each samples for ~14 s, and after 4 the mean
+    P(answer_it) was 0.052 (5: 0.05); with the judge's reward off (validity weight 0, no
+    `invalid_fails`) 4 iterations leave it at 0.35 (2026-12-03).
 
     The judge uses `env.quality.method=embedding`: the default (`auto` = combined) adds one
     reviewer query of a long few-shot prompt per rewrite (~4 s each on these 2 cores) and calls
@@ -196,7 +199,7 @@ def test_ppo_learns_to_avoid_the_operation_whose_rewrites_are_not_instructions(
         "env.reward.validity_weight=0.5", "env.quality.method=embedding",
         "policy.lr=0.01", "policy.entropy_coeff=0", "policy.train_batch_size=24",
         "policy.num_envs_per_env_runner=8",
-        "policy.minibatch_size=12", "policy.num_epochs=10", "policy.iterations=5",
+        "policy.minibatch_size=12", "policy.num_epochs=10", "policy.iterations=4",
         "tracking.mode=disabled",
     ])
     train_policy(config, progress=False)
@@ -205,7 +208,7 @@ def test_ppo_learns_to_avoid_the_operation_whose_rewrites_are_not_instructions(
     env = make_env(config, embedded_client)
     obs = np.stack([env.reset(seed=0, options={"instruction": s})[0] for s in TASK_SEEDS])
     p_answer = policy.action_probabilities(obs)[:, 1]
-    # from 0.5 (uniform) at the start; measured 0.05, and 0.31 with the judge off (no reward
+    # from 0.5 (uniform) at the start; measured 0.052, and 0.35 with the judge off (no reward
     # at all: PPO's drift)
     assert p_answer.mean() < 0.15, p_answer
 
