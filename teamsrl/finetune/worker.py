@@ -24,7 +24,8 @@ def _setup_env(spec: dict[str, Any]) -> bool:
     if not on_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
-    # DeepSpeed JIT-builds its ops (on CPU: the shm comm op) with the first `ninja` on PATH.
+    # DeepSpeed JIT-builds its ops (e.g. CPU Adam for an offloaded optimizer) with the first
+    # `ninja` on PATH.
     # Two ninja versions hash command lines differently, so a venv ninja and a system ninja
     # taking turns rebuild the op every run (minutes on 2 cores): always use this Python's.
     bin_dir = str(Path(sys.executable).parent)
@@ -34,16 +35,19 @@ def _setup_env(spec: dict[str, Any]) -> bool:
     return on_gpu
 
 
-def build_cpu_ops() -> Path:
-    """JIT-build (or load) the DeepSpeed op a CPU process group needs, DeepSpeed's shared-memory
-    comm op, as a CPU fine-tune's first run would: same TORCH_EXTENSIONS_DIR, same ninja.
-    Returns the folder it is in. `make install` does this once (`teamsrl.prebuild`)."""
-    _setup_env({"on_gpu": False})
+def _skip_the_shm_comm_op() -> None:
+    """Keep DeepSpeed from JIT-compiling its CPU shared-memory comm op in every new environment
+    (40 s of wall, 71 s of CPU on 2 cores, once per venv): the op serves `inference_all_reduce`
+    alone (AutoTP inference); training's collectives go through torch.distributed (gloo) with or
+    without it. DeepSpeed's TorchBackend builds it only where its table of compatible ops says
+    so, and that table is one module-level dict, cached so that edits to it persist
+    (deepspeed/ops/__init__.py)."""
+    import deepspeed.ops
     from deepspeed.accelerator import get_accelerator
 
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
-    builder.load(verbose=False)
-    return Path(os.environ["TORCH_EXTENSIONS_DIR"]) / builder.NAME
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -74,6 +78,8 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     if on_gpu:  # one GPU per process; a worker that sees only its own GPU uses device 0
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local if local < torch.cuda.device_count() else 0)
+    if not on_gpu:
+        _skip_the_shm_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(spec["seed"])

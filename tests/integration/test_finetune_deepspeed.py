@@ -63,12 +63,24 @@ def _response_loss(model, tok, row: dict) -> float:
 
 @pytest.fixture(scope="module")
 def zero2_run(tiny_llama, tmp_path_factory):
-    """The uninterrupted ZeRO-2 run (W&B offline), shared by the learning and resume tests."""
+    """The uninterrupted ZeRO-2 run (W&B offline), shared by the learning and resume tests. Its
+    ranks JIT-build any DeepSpeed op into an empty TORCH_EXTENSIONS_DIR of their own."""
     from teamsrl.finetune.launch import run_finetune
 
     out = tmp_path_factory.mktemp("zero2")
-    summary = run_finetune(_config(tiny_llama, "tracking.mode=offline"), str(FIXTURE), out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_EXTENSIONS_DIR", str(out.parent / f"{out.name}-torch-extensions"))
+        summary = run_finetune(_config(tiny_llama, "tracking.mode=offline"), str(FIXTURE), out)
     return out, summary
+
+
+def test_a_cpu_finetune_compiles_no_deepspeed_op(zero2_run):
+    """DeepSpeed's CPU process group would JIT-compile its shared-memory comm op (40 s on 2
+    cores, once per environment) that only AutoTP inference uses: the ranks skip it."""
+    out, summary = zero2_run
+    assert summary["finished"]
+    built = out.parent / f"{out.name}-torch-extensions"
+    assert not built.exists() or not any(built.iterdir()), sorted(built.rglob("*"))[:5]
 
 
 def test_zero2_two_processes_learns_and_saves_a_model_that_generates(tiny_llama, zero2_run):
