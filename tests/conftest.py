@@ -10,6 +10,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The Ray clusters the tests start (in this process, in scenario subprocesses, `ray start`
+# heads) poll less while idle: Serve's controller every 0.5 s instead of 0.1 s (a replica's
+# death or a deploy is seen up to 0.4 s later), the node agent's dashboard stats every 60 s
+# instead of 5, Serve's metrics every 5 s instead of 0.1: what an idle cluster burns is taken
+# from the other test worker (benchmarks/ray_idle_cpu.py, benchmarks/results/ray_idle_cpu.json).
+# Nothing tested reads those stats or metrics.
+for _key, _value in (("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5"),
+                     ("REPORTER_UPDATE_INTERVAL_MS", "60000"),
+                     ("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "5000")):
+    os.environ.setdefault(_key, _value)
 
 import pytest  # noqa: E402
 

@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,37 @@ def build_engine(model, cfg: dict[str, Any], ds_config: dict[str, Any], total_st
         return torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, total_steps, cfg["warmup_steps"], cfg["lr_schedule"]))
 
+    if not on_gpu:
+        _import_muon_uncompiled()
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                            lr_scheduler=scheduler, config=ds_config)
     return engine
+
+
+MUON_MODULE = "deepspeed.runtime.zero.muon.muon_optimizer"
+
+
+def _import_muon_uncompiled() -> None:
+    """Import DeepSpeed's Muon optimizer with its kernels left eager. ZeRO imports the module in
+    every rank whatever the optimizer (its optimizer check, ZeRO-2's gradient reduction, ZeRO-3's
+    constructor), and at import the module wraps three Newton-Schulz kernels in `torch.compile`,
+    which loads torch's inductor: ~2 s of CPU in each rank of a CPU fine-tune, for an optimizer
+    we never build (ours is torch's AdamW or DeepSpeedCPUAdam). The module's decorator is
+    DeepSpeed's `compiler.compile()`; for this one import it returns DeepSpeed's own fallback
+    where torch has no `compile` (`dummy_decorator`, the identity). GPU runs keep the compiled
+    kernels (`--compile` loads inductor there anyway)."""
+    if MUON_MODULE in sys.modules:
+        return
+    import importlib
+
+    from deepspeed.runtime import compiler
+
+    real = compiler.compile
+    compiler.compile = lambda: compiler.dummy_decorator
+    try:
+        importlib.import_module(MUON_MODULE)
+    finally:
+        compiler.compile = real
 
 
 def micro_step(engine, batch: dict):

@@ -175,10 +175,11 @@ def _export_untrained_policy(path: Path, names: list[str], obs_size: int) -> Pat
     return path
 
 
-def test_policy_arm_through_serve_shards_and_compare(reference, ray_serve, tmp_path):
+def test_policy_arm_through_serve_shards_and_compare(reference, ray_serve, tmp_path, capsys):
     """`--policy CHECKPOINT` through 2 Ray shards on the Serve app and `--policy random` on the
     same seeds both give datasets; `teamsrl compare`'s counts match the files."""
     from teamsrl.actions import ActionSet
+    from teamsrl.cli import main
     from teamsrl.config import load_config
     from teamsrl.generation.compare import compare_table, run_stats
     from teamsrl.generation.run import run_generation
@@ -215,11 +216,12 @@ def test_policy_arm_through_serve_shards_and_compare(reference, ray_serve, tmp_p
             expected[label] = (*expected.get(label, ()), str(n))
     table = compare_table(a, b)
     assert _table_cells(table)[""] == ("A: policy", "B: random")
-    out = subprocess.run([sys.executable, "-m", "teamsrl.cli", "compare", str(tmp_path / "policy"),
-                          str(reference / "generate" / "random")], env=_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    for text in (table, out.stdout):
+    # the CLI in this process (`python -m teamsrl.cli` runs in the other tests here): a
+    # subprocess would load torch and MiniLM again, ~11 s of CPU, to print this table
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "policy"), str(reference / "generate" / "random")]) == 0
+    printed = capsys.readouterr().out
+    for text in (table, printed):
         cells = _table_cells(text)
         assert {label: cells[label] for label in expected} == expected, text
 

@@ -25,3 +25,27 @@ def test_the_venv_bin_comes_first_on_path(monkeypatch):
     else:  # no ninja in this environment: PATH is left alone
         assert path == ["/usr/bin", bin_dir, "/bin"]
     assert os.environ["DS_ACCELERATOR"] == "cpu"
+
+
+def test_zero_imports_muon_without_loading_torch_inductor():
+    """ZeRO imports DeepSpeed's Muon optimizer in every rank; on CPU the import leaves its kernels
+    eager instead of loading torch's inductor for them (~2 s of CPU a rank), and DeepSpeed's
+    compile decorator is its own again afterwards. Run in a fresh interpreter: this one may have
+    imported either module already."""
+    import json
+    import subprocess
+
+    probe = (
+        "import json, sys\n"
+        "import deepspeed.runtime.compiler as c\n"
+        "real = c.compile\n"
+        "from teamsrl.finetune.engine import MUON_MODULE, _import_muon_uncompiled\n"
+        "_import_muon_uncompiled()\n"
+        "print(json.dumps({'muon': MUON_MODULE in sys.modules,\n"
+        "                  'inductor': 'torch._inductor.compile_fx' in sys.modules,\n"
+        "                  'decorator_restored': c.compile is real}))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"DS_ACCELERATOR": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "muon": True, "inductor": False, "decorator_restored": True}
