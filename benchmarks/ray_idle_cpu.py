@@ -1,12 +1,12 @@
 """CPU a local Ray with the LLM app deployed burns while idle: Ray's defaults vs the test suite's.
 
-The test suite (tests/conftest.py) starts its Ray clusters with Serve's controller polling every
-0.5 s (default 0.1), the node agent's dashboard stats every 60 s (default 5) and Serve's metrics
-every 5 s (default 0.1); on 2 cores shared by two test workers, what an idle cluster burns is
-taken from the other worker. Each arm, in a fresh process: `ray.init` (2 CPUs, no dashboard),
-deploy the LLM app (`engine: simulated`, no sleep), then sit idle for `--idle` seconds and count
-the CPU time of the driver and every process under it (raylet, GCS, agents, actors); the arms
-alternate over `--repeats`.
+The test suite starts its Ray clusters with `tests/ray_test_env.RAY_IDLE_SETTINGS` (Serve's
+controller polling every 0.5 s instead of 0.1, the node agent's dashboard stats every 60 s
+instead of 5, Serve's metrics every 5 s instead of 0.1); on 2 cores shared by two test
+workers, what an idle cluster burns is taken from the other worker. Each arm, in a fresh
+process: `ray.init` (2 CPUs, no dashboard), deploy the LLM app (`engine: simulated`, no sleep),
+then sit idle for `--idle` seconds and count the CPU time of the driver and every process under
+it (raylet, GCS, agents, actors); the arms alternate over `--repeats`.
 
     .venv/bin/python benchmarks/ray_idle_cpu.py [--idle 60] [--repeats 2] \\
         [--out benchmarks/results/ray_idle_cpu.json]
@@ -23,11 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from results_file import ResultsFile, add_out_argument
 
-TEST_KNOBS = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "REPORTER_UPDATE_INTERVAL_MS": "60000",
-              "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "5000"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from ray_test_env import RAY_IDLE_SETTINGS as TEST_KNOBS  # noqa: E402
 
 
 def _tree_cpu() -> dict[int, float]:

@@ -10,17 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The Ray clusters the tests start (in this process, in scenario subprocesses, `ray start`
-# heads) poll less while idle: Serve's controller every 0.5 s instead of 0.1 s (a replica's
-# death or a deploy is seen up to 0.4 s later), the node agent's dashboard stats every 60 s
-# instead of 5, Serve's metrics every 5 s instead of 0.1: what an idle cluster burns is taken
-# from the other test worker: 0.105 instead of 0.152 of a core for a local Ray with the LLM app
-# deployed (benchmarks/ray_idle_cpu.py, medians of 2 alternating runs of 60 s each:
-# benchmarks/results/ray_idle_cpu.json).
-# Nothing tested reads those stats or metrics.
-for _key, _value in (("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5"),
-                     ("REPORTER_UPDATE_INTERVAL_MS", "60000"),
-                     ("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "5000")):
+from ray_test_env import RAY_IDLE_SETTINGS  # noqa: E402  (tests/ is on sys.path here)
+
+for _key, _value in RAY_IDLE_SETTINGS.items():  # the test Ray clusters poll less while idle
     os.environ.setdefault(_key, _value)
 
 import pytest  # noqa: E402
