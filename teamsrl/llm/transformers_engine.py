@@ -239,9 +239,11 @@ MIN_TOKEN_ROWS = 16
 def _min_token_rows(ids, mask, pad_id: int, left: bool):
     """`ids` and `mask` padded (left or right, masked out) to at least `MIN_TOKEN_ROWS` tokens
     in all (the first pass also keeps the logits of that many rows). With 5-11 token rows, the
-    float32 matrix products (MKL's sgemm, measured on this machine's AMD EPYC) give different
-    last bits at 1 and 2 threads, so a short score depended on the thread count; with 1-4, 8 and
-    12 or more rows they give the same bits."""
+    float32 matrix products (MKL's sgemm, measured on an AMD EPYC) give different last bits at 1
+    and 2 threads, so a short score depended on the thread count; with 1-4, 8 and 12 or more rows
+    they give the same bits. Not a guarantee on every CPU: on an Intel Xeon with AVX-512 a score
+    still moves in its last bits with the thread count and its batch-mates' padding
+    (benchmarks/score_invariance.py)."""
     import torch
 
     rows, width = ids.shape

@@ -144,7 +144,10 @@ def test_sigkill_at_three_points_then_resume_equals_uninterrupted(reference, tmp
     strip = ("policy_id",)
     ref_data = [{k: v for k, v in r.items() if k not in strip} for r in _jsonl(ref / "data.jsonl")]
     got_data = [{k: v for k, v in r.items() if k not in strip} for r in _jsonl(got / "data.jsonl")]
-    assert got_data == ref_data
+    # every text, id and count exactly, floats to golden_run.FLOAT_RTOL: a restart re-scores the
+    # in-flight batch's requests the cache lacks in a batch of another shape, and on some CPUs
+    # (AVX-512) a score moves with its batch's padding by ~1e-5 relative (golden_run's docstring)
+    assert golden_run.differences(got_data, ref_data) == []
     got_rows = [r for r in _jsonl(got / "rows.jsonl") if r["kind"] == "row"]
     assert len(got_rows) == len({r["row_id"] for r in got_rows}) == 12  # none lost or doubled
     # queries: the uninterrupted run's plus at most one in-flight batch per restart (a batch:

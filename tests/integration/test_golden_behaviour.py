@@ -1,8 +1,8 @@
 """Behaviour unchanged by refactors: the golden run (see `tests/golden_run.py`) reproduced —
 both generation arms' data.jsonl rows (provenance included; the random arm's are checked in
 test_generation.py, on its reference run) and every step of a fixed-seed rollout, texts, actions
-and counts exactly and floats to `golden_run.FLOAT_RTOL` (the last float32 bit of an embedding
-differs between CPU kernels). Recorded before the issue-14 redesign;
+and counts exactly and floats to `golden_run.FLOAT_RTOL` (embeddings and scores differ in their
+last bits between CPU kernels). Recorded before the issue-14 redesign;
 re-record only for an intended change of behaviour, and say why in the commit."""
 
 from __future__ import annotations

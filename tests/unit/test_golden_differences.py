@@ -21,6 +21,21 @@ def test_last_bit_float_noise_is_the_same_behaviour():
     assert golden_run.differences([got], [ROW]) == []
 
 
+def test_another_cpus_verdict_drift_is_the_same_behaviour():
+    # 2026-12-03, an Intel Xeon with AVX-512 against the fixtures recorded on an AMD EPYC: the
+    # largest relative drift of a verdict (texts, actions and counts unchanged)
+    assert golden_run.differences([{"verdict": 0.3187029517282104}],
+                                  [{"verdict": 0.31869767139966415}]) == []
+
+
+def test_a_verdict_moved_by_a_thousandth_is_a_change():
+    want = {"verdict": 0.040798581245393664, "reward": 0.0107985812}
+    assert golden_run.differences([{**want, "verdict": want["verdict"] * 1.001}],
+                                  [want]) == [f"[0].verdict: {want['verdict'] * 1.001!r} != "
+                                              f"{want['verdict']!r}"]
+    assert golden_run.differences([{**want, "reward": want["reward"] * 1.001}], [want]) != []
+
+
 def test_a_real_change_is_reported_with_its_path():
     assert golden_run.differences([_with(novelty=0.2687)], [ROW]) == [
         "[0].novelty: 0.2687 != 0.268608033657074"]
