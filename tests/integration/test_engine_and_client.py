@@ -31,9 +31,12 @@ def test_a_request_gives_the_same_text_alone_and_in_a_batch_of_8(smollm2_engine)
         assert alone.completion_tokens == batch[i].completion_tokens
 
 
-def test_texts_and_scores_do_not_depend_on_the_thread_count(smollm2_engine, monkeypatch):
+def test_texts_and_a_short_score_do_not_depend_on_the_thread_count(smollm2_engine, monkeypatch):
     """The thread governor (teamsrl.cpu) changes torch's threads with the load: that must change
-    no text and no score, so a rerun under load still equals its cache."""
+    no text, nor the score of a short context (each pass padded to 16 token rows for it). Longer
+    contexts' scores may move in their last bits with the threads on some CPUs (an Intel Xeon
+    with AVX-512: benchmarks/score_invariance.py), which is why floats are compared to a
+    tolerance elsewhere (tests/golden_run.py)."""
     import torch
 
     monkeypatch.setattr(smollm2_engine, "governor", None)  # the test sets the threads itself
