@@ -41,14 +41,25 @@ def _git(*args: str) -> str:
         return ""
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first value of `field` in /proc/cpuinfo (None where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vector_flags() -> list[str]:
+    """The CPU's AVX / AMX / FMA flags: float32 kernels, and so last bits, differ by them."""
+    return sorted(f for f in (_cpuinfo("flags") or "").split()
+                  if f.startswith(("avx", "amx", "fma")))
 
 
 def _mem_total_gib() -> float | None:

@@ -28,7 +28,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import ResultsFile, add_out_argument  # noqa: E402
+from results_file import ResultsFile, add_out_argument, cpu_vector_flags  # noqa: E402
+from score_speed import bundled_seeds, verdict_requests  # noqa: E402
 
 VARIANTS = {"default": {},
             "mkl_cbwr_avx2_strict+aten_avx2": {"MKL_CBWR": "AVX2,STRICT",
@@ -40,15 +41,11 @@ def measure(n: int) -> dict:
     """The drift of each arm from the 1-thread, one-request-at-a-time reference."""
     import torch
 
-    from teamsrl.config import load_config
     from teamsrl.llm.embedded import SMOLLM2_ID
     from teamsrl.llm.transformers_engine import TransformersEngine
-    from teamsrl.rewards import VERDICT_CANDIDATES, verdict_request
-    from teamsrl.seeds import load_seeds
+    from teamsrl.rewards import VERDICT_CANDIDATES
 
-    env = load_config(None, []).env
-    seeds = [s.text for s in load_seeds(env.seed_file, env.seed_column, env.max_seed_chars).seeds]
-    requests = [verdict_request(seeds[i], seeds[i + 1]) for i in range(n)]
+    requests = verdict_requests(bundled_seeds(), n)
     engine = TransformersEngine(SMOLLM2_ID, device="cpu", max_batch_size=max(BATCHES),
                                 adaptive_threads=False)
     not_equal = VERDICT_CANDIDATES.index("Not Equal")
@@ -77,17 +74,6 @@ def measure(n: int) -> dict:
             "drift": drift}
 
 
-def _cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split()
-                              if f.startswith(("avx", "amx", "fma")))
-    except OSError:
-        pass
-    return []
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=16, help="verdict requests")
@@ -99,7 +85,7 @@ def main() -> None:
         print(json.dumps(measure(args.requests)))
         return
     results = ResultsFile(args.out, vars(args))
-    summary: dict = {"cpu_flags": _cpu_flags()}
+    summary: dict = {"cpu_flags": cpu_vector_flags()}
     for name, env in VARIANTS.items():
         done = subprocess.run([sys.executable, __file__, "--requests", str(args.requests),
                                "--variant", name], env=os.environ | env, capture_output=True,

@@ -57,21 +57,32 @@ def full_rows_score(engine, requests):
     return out
 
 
-def workload(n: int) -> dict[str, list]:
-    """`n` verdict requests and `n` seeds' judge requests (3 each), from the bundled seeds."""
-    from teamsrl import quality
+def bundled_seeds() -> list[str]:
+    """The default config's seed instructions."""
     from teamsrl.config import load_config
-    from teamsrl.rewards import verdict_request
     from teamsrl.seeds import load_seeds
 
     env = load_config(None, []).env
-    seeds = [s.text for s in load_seeds(env.seed_file, env.seed_column, env.max_seed_chars).seeds]
+    return [s.text for s in load_seeds(env.seed_file, env.seed_column, env.max_seed_chars).seeds]
+
+
+def verdict_requests(seeds: list[str], n: int) -> list:
+    """`n` reviewer verdict requests, each on a pair of consecutive seeds."""
+    from teamsrl.rewards import verdict_request
+
+    return [verdict_request(seeds[i], seeds[i + 1]) for i in range(n)]
+
+
+def workload(n: int) -> dict[str, list]:
+    """`n` verdict requests and `n` seeds' judge requests (3 each), from the bundled seeds."""
+    from teamsrl import quality
+
+    seeds = bundled_seeds()
     judge = []
     for text in seeds[:n]:
         judge += [quality.reviewer_request(text), quality.fluency_request(text),
                   quality.reply_request(text)]
-    return {"verdict": [verdict_request(seeds[i], seeds[i + 1]) for i in range(n)],
-            "judge": judge}
+    return {"verdict": verdict_requests(seeds, n), "judge": judge}
 
 
 def main() -> None:
